@@ -1,0 +1,244 @@
+//! Byte layouts of segment files and records. `journal/FORMAT.md` is the
+//! normative description; the constants here are the single source of truth
+//! the code uses, and a test checks the two agree.
+
+/// Magic at offset 0 of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"OTDMJSEG";
+/// Version of the segment and record layout.
+pub const FORMAT_VERSION: u32 = 1;
+/// The segment header occupies the first page, so records start page-aligned.
+pub const SEGMENT_HEADER_BYTES: usize = 4096;
+/// Bytes of the fixed record header.
+pub const RECORD_HEADER_BYTES: usize = 32;
+/// Record payloads are padded to this alignment.
+pub const RECORD_ALIGN: usize = 8;
+/// `size` value of the end-of-segment marker: the rest of the segment is
+/// unused and the next record is at the start of the segment named by the
+/// next sequence number.
+pub const END_OF_SEGMENT: u32 = u32::MAX;
+/// Smallest segment accepted: a header page plus room for a few records.
+pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
+/// Largest segment accepted (the record length is a u32).
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
+
+// Segment header offsets.
+pub const H_MAGIC: usize = 0;
+pub const H_VERSION: usize = 8;
+pub const H_CRC: usize = 12;
+pub const H_SEGMENT_BYTES: usize = 16;
+pub const H_FIRST_SEQ: usize = 24;
+pub const H_CREATED_NS: usize = 32;
+pub const H_JOURNAL_ID: usize = 40;
+/// Bytes 0..H_FIXED_END are covered by the header CRC (with the CRC field
+/// itself read as zero).
+pub const H_FIXED_END: usize = 64;
+/// Two watermark slots (A/B), each 32 bytes: u64 generation, u64 durable_seq,
+/// u32 crc32c over the first 16 bytes, u32 zero, 8 bytes zero.
+pub const H_WATERMARK_SLOTS: [usize; 2] = [64, 96];
+pub const WATERMARK_SLOT_BYTES: usize = 32;
+
+// Record header offsets.
+/// Total bytes of the record (header + padded payload); the commit word.
+pub const R_SIZE: usize = 0;
+pub const R_CRC: usize = 4;
+pub const R_SEQ: usize = 8;
+pub const R_TIMESTAMP: usize = 16;
+pub const R_KIND: usize = 24;
+pub const R_VERSION: usize = 26;
+/// Exact payload length in bytes.
+pub const R_PAYLOAD_LEN: usize = 28;
+
+/// Total bytes a record with a payload of `len` bytes takes in a segment.
+#[inline]
+pub const fn record_bytes(len: usize) -> usize {
+    RECORD_HEADER_BYTES + padded(len)
+}
+
+/// `len` rounded up to the record alignment.
+#[inline]
+pub const fn padded(len: usize) -> usize {
+    (len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
+}
+
+/// Largest payload a segment of `segment_bytes` can hold.
+#[inline]
+pub const fn max_payload(segment_bytes: u64) -> usize {
+    segment_bytes as usize - SEGMENT_HEADER_BYTES - RECORD_HEADER_BYTES
+}
+
+/// CRC32C of a record: its `size` field, header bytes 8..32 and the
+/// payload (without padding).
+#[inline]
+pub fn record_crc(size: u32, header_tail: &[u8], payload: &[u8]) -> u32 {
+    debug_assert_eq!(header_tail.len(), RECORD_HEADER_BYTES - R_SEQ);
+    let c = crc32c::crc32c(&size.to_le_bytes());
+    let c = crc32c::crc32c_append(c, header_tail);
+    crc32c::crc32c_append(c, payload)
+}
+
+/// CRC32C of a segment header: bytes 0..64 with the CRC field read as zero.
+pub fn header_crc(header: &[u8]) -> u32 {
+    let c = crc32c::crc32c(&header[..H_CRC]);
+    let c = crc32c::crc32c_append(c, &[0u8; 4]);
+    crc32c::crc32c_append(c, &header[H_CRC + 4..H_FIXED_END])
+}
+
+/// CRC32C of a watermark slot's generation and sequence.
+pub fn watermark_crc(generation: u64, durable_seq: u64) -> u32 {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&generation.to_le_bytes());
+    b[8..].copy_from_slice(&durable_seq.to_le_bytes());
+    crc32c::crc32c(&b)
+}
+
+#[inline]
+pub fn get_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+#[inline]
+pub fn get_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+#[inline]
+pub fn get_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+#[inline]
+pub fn put_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+#[inline]
+pub fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+#[inline]
+pub fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// File name of the segment whose first record has sequence `first_seq`.
+pub fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.seg")
+}
+
+/// Parses a segment file name back into its first sequence number.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Prefix of a segment prepared ahead of time, before it receives its first
+/// record and its final name.
+pub const PREPARED_PREFIX: &str = "prepared-";
+
+/// A decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub segment_bytes: u64,
+    /// 0 while the segment is prepared but unused.
+    pub first_seq: u64,
+    pub created_ns: u64,
+    pub journal_id: u64,
+}
+
+impl SegmentHeader {
+    pub fn write(&self, page: &mut [u8]) {
+        page[H_MAGIC..H_MAGIC + 8].copy_from_slice(&SEGMENT_MAGIC);
+        put_u32(page, H_VERSION, FORMAT_VERSION);
+        put_u64(page, H_SEGMENT_BYTES, self.segment_bytes);
+        put_u64(page, H_FIRST_SEQ, self.first_seq);
+        put_u64(page, H_CREATED_NS, self.created_ns);
+        put_u64(page, H_JOURNAL_ID, self.journal_id);
+        let crc = header_crc(page);
+        put_u32(page, H_CRC, crc);
+    }
+
+    /// Decodes and checks a header; `Err` names what is wrong.
+    pub fn read(page: &[u8]) -> Result<SegmentHeader, &'static str> {
+        if page.len() < SEGMENT_HEADER_BYTES {
+            return Err("file shorter than a segment header");
+        }
+        if page[H_MAGIC..H_MAGIC + 8] != SEGMENT_MAGIC {
+            return Err("bad segment magic");
+        }
+        if get_u32(page, H_VERSION) != FORMAT_VERSION {
+            return Err("unsupported segment format version");
+        }
+        if get_u32(page, H_CRC) != header_crc(page) {
+            return Err("segment header checksum mismatch");
+        }
+        Ok(SegmentHeader {
+            segment_bytes: get_u64(page, H_SEGMENT_BYTES),
+            first_seq: get_u64(page, H_FIRST_SEQ),
+            created_ns: get_u64(page, H_CREATED_NS),
+            journal_id: get_u64(page, H_JOURNAL_ID),
+        })
+    }
+}
+
+/// Reads the newest valid watermark slot of a header page: `(generation, durable_seq)`.
+pub fn read_watermark(page: &[u8]) -> Option<(u64, u64)> {
+    H_WATERMARK_SLOTS
+        .iter()
+        .filter_map(|&at| {
+            let generation = get_u64(page, at);
+            let seq = get_u64(page, at + 8);
+            let crc = get_u32(page, at + 16);
+            (generation != 0 && crc == watermark_crc(generation, seq)).then_some((generation, seq))
+        })
+        .max()
+}
+
+/// Writes watermark `generation` into the slot it alternates to.
+pub fn write_watermark(page: &mut [u8], generation: u64, durable_seq: u64) {
+    let at = H_WATERMARK_SLOTS[(generation % 2) as usize];
+    put_u64(page, at, generation);
+    put_u64(page, at + 8, durable_seq);
+    put_u32(page, at + 16, watermark_crc(generation, durable_seq));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(segment_name(42), "00000000000000000042.seg");
+        assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
+        assert_eq!(parse_segment_name(&segment_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_segment_name("42.seg"), None);
+        assert_eq!(parse_segment_name("0000000000000000004x.seg"), None);
+    }
+
+    #[test]
+    fn header_round_trip_and_crc() {
+        let mut page = vec![0u8; SEGMENT_HEADER_BYTES];
+        let h = SegmentHeader { segment_bytes: 1 << 20, first_seq: 7, created_ns: 9, journal_id: 11 };
+        h.write(&mut page);
+        assert_eq!(SegmentHeader::read(&page), Ok(h));
+        page[H_FIRST_SEQ] ^= 1;
+        assert!(SegmentHeader::read(&page).is_err());
+    }
+
+    #[test]
+    fn watermark_slots_alternate_and_survive_one_torn_slot() {
+        let mut page = vec![0u8; SEGMENT_HEADER_BYTES];
+        assert_eq!(read_watermark(&page), None);
+        write_watermark(&mut page, 1, 10);
+        write_watermark(&mut page, 2, 20);
+        assert_eq!(read_watermark(&page), Some((2, 20)));
+        // Tear the newest slot: the older one still answers.
+        page[H_WATERMARK_SLOTS[0] + 8] ^= 0xff;
+        assert_eq!(read_watermark(&page), Some((1, 10)));
+    }
+
+    #[test]
+    fn record_sizes() {
+        assert_eq!(record_bytes(0), 32);
+        assert_eq!(record_bytes(1), 40);
+        assert_eq!(record_bytes(64), 96);
+    }
+}

@@ -1,0 +1,38 @@
+//! The registry of record kinds: one number space for every journal, each
+//! kind owned by the crate that writes it. `journal/FORMAT.md` carries the
+//! same table; a test checks the two agree.
+//!
+//! Ranges are reserved per owner so crates can add kinds without
+//! colliding: 0x0001–0x00FF journal, 0x0100–0x01FF engine commands,
+//! 0x0200–0x02FF engine events, 0x0300–0x03FF pool shares and blocks,
+//! 0x0400–0x04FF sessions, 0xF000–0xFFFF tests and benchmarks.
+
+/// (kind, name, owner, meaning)
+pub const REGISTRY: &[(u16, &str, &str, &str)] = &[
+    (0x0001, "heartbeat", "journal", "a writer is alive and has nothing to record; payload: empty"),
+    (0xF000, "test", "tests", "opaque test payload"),
+    (0xF001, "bench", "benches", "opaque benchmark payload"),
+];
+
+pub const HEARTBEAT: u16 = 0x0001;
+pub const TEST: u16 = 0xF000;
+pub const BENCH: u16 = 0xF001;
+
+/// The registered name of `kind`, if any.
+pub fn name(kind: u16) -> Option<&'static str> {
+    REGISTRY.iter().find(|k| k.0 == kind).map(|k| k.1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn registry_is_unique_and_matches_format_md() {
+        let mut seen = std::collections::BTreeSet::new();
+        let doc = include_str!("../FORMAT.md");
+        for (kind, name, owner, _) in super::REGISTRY {
+            assert!(seen.insert(*kind), "kind {kind:#06x} registered twice");
+            let row = format!("| `{kind:#06x}` | `{name}` | {owner} |");
+            assert!(doc.contains(&row), "FORMAT.md lacks the registry row {row}");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Scanning a journal directory: which segments form the valid prefix, where
+//! the first damage is, and how far the persisted durable watermark says the
+//! journal must be intact.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::JournalError;
+use crate::format::*;
+use crate::record::{Slot, read_slot};
+use crate::storage::{Region, Storage};
+
+/// One segment file of the valid prefix.
+pub struct ScannedSegment {
+    /// The file's current name (a rolled `prepared-*` file keeps that name
+    /// until the writer renames it).
+    pub name: String,
+    pub header: SegmentHeader,
+    pub region: Arc<dyn Region>,
+    /// Sequence of its last valid record (first_seq - 1 if none).
+    pub last_seq: u64,
+    /// Offset just past its last valid record.
+    pub end_offset: usize,
+}
+
+/// The first damaged place in a journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Damage {
+    pub segment: String,
+    pub offset: u64,
+    /// The sequence number that should have been there.
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// Everything a scan learned.
+pub struct Scan {
+    pub segments: Vec<ScannedSegment>,
+    /// The persisted durable watermark: the newest valid watermark slot of
+    /// any segment header (0: none).
+    pub watermark: u64,
+    /// Sequence of the first record of the journal (of the oldest segment).
+    pub first_seq: u64,
+    /// Sequence the next record gets.
+    pub next_seq: u64,
+    pub records: u64,
+    pub journal_id: Option<u64>,
+    /// First damage found, if any.
+    pub damage: Option<Damage>,
+    /// Segment files after the valid prefix (dropped by a truncation).
+    pub beyond: Vec<String>,
+    /// Prepared segments that never received a record.
+    pub unused_prepared: Vec<String>,
+}
+
+impl Scan {
+    /// Whether the damage lies at or below the persisted watermark, i.e. a
+    /// record the journal promised was durable is missing or wrong.
+    pub fn damage_below_watermark(&self) -> bool {
+        self.damage.as_ref().is_some_and(|d| d.seq <= self.watermark)
+    }
+
+    /// The error `open` reports for damage below the watermark.
+    pub fn corrupt_error(&self) -> Option<JournalError> {
+        if !self.damage_below_watermark() {
+            return None;
+        }
+        let d = self.damage.clone().expect("damage");
+        Some(JournalError::Corrupt { segment: d.segment, offset: d.offset, seq: d.seq, watermark: self.watermark, reason: d.reason })
+    }
+}
+
+/// Scans every segment of `storage` in order of first sequence number.
+pub fn scan(storage: &dyn Storage, writable: bool) -> Result<Scan, JournalError> {
+    let names = storage.list().map_err(|e| JournalError::io("list", storage.describe(), e))?;
+    let mut files: Vec<(u64, String, SegmentHeader, Arc<dyn Region>)> = Vec::new();
+    let mut unused_prepared = Vec::new();
+    let mut damage: Option<Damage> = None;
+    let mut watermark = 0u64;
+    let mut bad_headers: Vec<(u64, String, &'static str)> = Vec::new();
+
+    for name in names {
+        let named_seq = parse_segment_name(&name);
+        let prepared = name.starts_with(PREPARED_PREFIX);
+        if named_seq.is_none() && !prepared {
+            continue;
+        }
+        let region = storage.open(&name, writable).map_err(|e| JournalError::io("open", format!("{}/{name}", storage.describe()), e))?;
+        // SAFETY: the mapping lives as long as `region`.
+        let bytes = unsafe { std::slice::from_raw_parts(region.ptr(), region.len()) };
+        match SegmentHeader::read(bytes) {
+            Ok(h) => {
+                if prepared && h.first_seq == 0 {
+                    unused_prepared.push(name);
+                    continue;
+                }
+                if named_seq.is_some_and(|s| s != h.first_seq) || h.segment_bytes != region.len() as u64 {
+                    bad_headers.push((named_seq.unwrap_or(h.first_seq), name, "segment header disagrees with its file"));
+                    continue;
+                }
+                if let Some((_, w)) = read_watermark(bytes) {
+                    watermark = watermark.max(w);
+                }
+                files.push((h.first_seq, name, h, region));
+            }
+            Err(reason) => match named_seq {
+                Some(s) => bad_headers.push((s, name, reason)),
+                // A prepared file whose header never became valid never held a record.
+                None => unused_prepared.push(name),
+            },
+        }
+    }
+    files.sort_by_key(|f| f.0);
+
+    // The oldest segment fixes the journal identity; foreign files are damage.
+    let journal_id = files.first().map(|f| f.2.journal_id);
+    let first_seq = files.first().map(|f| f.0).unwrap_or(1);
+    let mut expected = first_seq;
+    let mut segments: Vec<ScannedSegment> = Vec::new();
+    let mut beyond = Vec::new();
+    let mut iter = files.into_iter().peekable();
+
+    while let Some((seq, name, header, region)) = iter.next() {
+        if damage.is_some() {
+            beyond.push(name);
+            continue;
+        }
+        if Some(header.journal_id) != journal_id {
+            damage = Some(Damage { segment: name.clone(), offset: 0, seq: expected, reason: "segment belongs to another journal".into() });
+            beyond.push(name);
+            continue;
+        }
+        if seq != expected {
+            damage = Some(Damage {
+                segment: name.clone(),
+                offset: 0,
+                seq: expected,
+                reason: format!("segment starts at sequence {seq}, expected {expected}"),
+            });
+            beyond.push(name);
+            continue;
+        }
+        let base = region.ptr() as *const u8;
+        let len = region.len();
+        let mut offset = SEGMENT_HEADER_BYTES;
+        loop {
+            // SAFETY: the region maps `len` bytes and outlives this loop.
+            match unsafe { read_slot(base, len, offset, expected) } {
+                Slot::Record(_, next) => {
+                    expected += 1;
+                    offset = next;
+                }
+                Slot::EndOfSegment => break,
+                Slot::Empty => {
+                    // An end-of-segment marker that never reached the disk is
+                    // fine when the next segment carries on the sequence.
+                    if iter.peek().is_some_and(|n| n.0 == expected) {
+                        break;
+                    }
+                    if iter.peek().is_some() {
+                        damage = Some(Damage {
+                            segment: name.clone(),
+                            offset: offset as u64,
+                            seq: expected,
+                            reason: "record missing before later segments".into(),
+                        });
+                    }
+                    break;
+                }
+                Slot::Bad(reason) => {
+                    damage = Some(Damage { segment: name.clone(), offset: offset as u64, seq: expected, reason: reason.into() });
+                    break;
+                }
+            }
+        }
+        segments.push(ScannedSegment { name, header, region, last_seq: expected - 1, end_offset: offset });
+    }
+
+    // Damaged headers: those that sit inside or right after the valid prefix
+    // are damage at their first sequence; the rest are past a gap anyway.
+    for (seq, name, reason) in bad_headers {
+        if damage.is_none() && seq <= expected {
+            damage = Some(Damage { segment: name.clone(), offset: 0, seq, reason: reason.into() });
+        }
+        beyond.push(name);
+    }
+    // Records the watermark promised but that are simply absent.
+    if damage.is_none() && expected <= watermark {
+        let (segment, offset) = segments.last().map(|s| (s.name.clone(), s.end_offset as u64)).unwrap_or_default();
+        damage = Some(Damage { segment, offset, seq: expected, reason: "journal ends before its durable watermark".into() });
+    }
+
+    Ok(Scan {
+        records: expected - first_seq,
+        segments,
+        watermark,
+        first_seq,
+        next_seq: expected,
+        journal_id,
+        damage,
+        beyond,
+        unused_prepared,
+    })
+}

@@ -1,0 +1,204 @@
+//! Append, read back, roll, reopen, reserve, limits.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use otedama_journal::*;
+use rand::{Rng, SeedableRng};
+
+fn small(durability: Durability) -> Options {
+    Options { segment_bytes: 64 * 1024, durability, prepare_ahead: 2, ..Options::default() }
+}
+
+#[test]
+fn property_random_sizes_read_back_equals_written() {
+    for seed in 0..8u64 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let storage = Arc::new(SimStorage::new());
+        let pol = [Durability::None, Durability::Batch, Durability::Always][seed as usize % 3];
+        let mut j = Journal::open_with(storage.clone(), small(pol)).unwrap();
+        let n = rng.random_range(1..3000);
+        let mut written = Vec::new();
+        for _ in 0..n {
+            let len = if rng.random_bool(0.05) { rng.random_range(0..j.max_payload()) } else { rng.random_range(0..200) };
+            let p: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let kind = rng.random();
+            let seq = j.append(kind, 3, 77, &p).unwrap();
+            written.push((seq, kind, p));
+        }
+        // Read back from a random start while the writer is still open.
+        let from = rng.random_range(1..=n as u64);
+        let mut r = Reader::open_with(storage.clone(), None, from, false).unwrap();
+        for (seq, kind, p) in written.iter().skip(from as usize - 1) {
+            let rec = r.try_next().unwrap().expect("record present");
+            assert_eq!((rec.seq, rec.kind, rec.version, rec.timestamp_ns, rec.payload), (*seq, *kind, 3, 77, &p[..]));
+        }
+        assert!(r.try_next().unwrap().is_none());
+        j.close().unwrap();
+        // And after a clean reopen, from the start.
+        let j2 = Journal::open_with(storage.clone(), small(pol)).unwrap();
+        assert_eq!(j2.next_seq(), n as u64 + 1);
+        assert!(j2.open_report().truncated_at.is_none());
+        let mut r = Reader::open_with(storage, None, 1, false).unwrap();
+        for (seq, _, p) in &written {
+            let rec = r.try_next().unwrap().unwrap();
+            assert_eq!((rec.seq, rec.payload), (*seq, &p[..]));
+        }
+    }
+}
+
+#[test]
+fn rolls_segments_and_names_them_by_first_sequence() {
+    let storage = Arc::new(SimStorage::new());
+    let mut j = Journal::open_with(storage.clone(), small(Durability::None)).unwrap();
+    for _ in 0..5000 {
+        append_seq(&mut j, 100);
+    }
+    assert!(j.stats().rolls >= 5, "{:?}", j.stats());
+    j.close().unwrap();
+    let names = storage.list().unwrap();
+    let segs: Vec<u64> = names.iter().filter_map(|n| format::parse_segment_name(n)).collect();
+    assert!(segs.len() >= 6 && segs[0] == 1, "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with(format::PREPARED_PREFIX)), "unused prepared segments removed at close: {names:?}");
+    assert_eq!(read_all_checked(storage, 100), 5000);
+}
+
+#[test]
+fn reservation_writes_in_place_and_drop_writes_nothing() {
+    let storage = Arc::new(SimStorage::new());
+    let mut j = Journal::open_with(storage.clone(), small(Durability::None)).unwrap();
+    {
+        let mut r = j.reserve(5).unwrap();
+        r.payload().copy_from_slice(b"hello");
+        assert_eq!(r.commit(9, 1, 5).unwrap(), 1);
+    }
+    {
+        let mut r = j.reserve(3).unwrap();
+        r.payload().copy_from_slice(b"abc");
+        // dropped: never committed
+    }
+    assert_eq!(j.append(9, 1, 6, b"world").unwrap(), 2);
+    let mut r = Reader::open_with(storage, None, 1, false).unwrap();
+    assert_eq!(r.try_next().unwrap().unwrap().payload, b"hello");
+    assert_eq!(r.try_next().unwrap().unwrap().payload, b"world");
+    assert!(r.try_next().unwrap().is_none());
+}
+
+#[test]
+fn oversized_record_is_an_error_and_changes_nothing() {
+    let storage = Arc::new(SimStorage::new());
+    let mut j = Journal::open_with(storage, small(Durability::None)).unwrap();
+    let max = j.max_payload();
+    assert!(matches!(j.append(1, 1, 0, &vec![0; max + 1]), Err(JournalError::TooLarge { .. })));
+    assert_eq!(j.next_seq(), 1);
+    assert_eq!(j.append(1, 1, 0, &vec![7; max]).unwrap(), 1);
+}
+
+#[test]
+fn second_writer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _j = Journal::open(dir.path(), small(Durability::None)).unwrap();
+    match Journal::open(dir.path(), small(Durability::None)) {
+        Err(JournalError::Locked(m)) => assert!(m.contains("already has a writer"), "{m}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a second writer must be refused"),
+    }
+}
+
+#[test]
+fn batch_policy_advances_the_durable_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), small(Durability::Batch)).unwrap();
+    let watch = j.durability_watch();
+    let mut last = 0;
+    for _ in 0..2000 {
+        last = append_seq(&mut j, 64);
+    }
+    assert!(watch.wait(last, Duration::from_secs(10)).unwrap(), "durable watermark reaches {last}");
+    assert!(j.durable_seq() >= last);
+    assert!(j.stats().syncs > 0);
+}
+
+#[test]
+fn always_policy_is_durable_on_return() {
+    let storage = Arc::new(SimStorage::new());
+    let mut j = Journal::open_with(storage.clone(), small(Durability::Always)).unwrap();
+    for _ in 0..50 {
+        let s = append_seq(&mut j, 64);
+        assert_eq!(j.durable_seq(), s);
+    }
+    // Nothing unsynced may be lost: cut power with worst-case tearing.
+    let after = storage.power_cut(PowerLoss { seed: 1, tear: true });
+    let j2 = Journal::open_with(Arc::new(after.clone()), small(Durability::None)).unwrap();
+    assert_eq!(j2.next_seq(), 51);
+    drop(j2);
+    assert_eq!(read_all_checked(Arc::new(after), 64), 50);
+}
+
+#[test]
+fn released_segments_are_recycled_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), small(Durability::None)).unwrap();
+    for i in 0..20_000u64 {
+        append_seq(&mut j, 64);
+        if i % 500 == 0 {
+            j.release(j.next_seq().saturating_sub(2000));
+        }
+    }
+    let st = j.stats();
+    assert!(st.segments_recycled > 0, "{st:?}");
+    let files = std::fs::read_dir(dir.path()).unwrap().count();
+    assert!(files < 20, "disk use stays bounded: {files} files");
+    let next = j.next_seq();
+    j.close().unwrap();
+    // The tail is intact after recycling.
+    let mut r = Reader::open(dir.path(), next - 1000, ReaderOptions::default()).unwrap();
+    let mut n = 0;
+    while let Some(rec) = r.try_next().unwrap() {
+        check_record(&rec, 64);
+        n += 1;
+    }
+    assert_eq!(n, 1000);
+}
+
+#[test]
+fn full_disk_is_an_error_not_a_half_written_record() {
+    let storage = Arc::new(SimStorage::new());
+    let opts = Options { prepare_ahead: 1, ..small(Durability::Batch) };
+    let mut j = Journal::open_with(storage.clone(), opts.clone()).unwrap();
+    // Wait until the one prepared segment exists, then fill the disk.
+    append_seq(&mut j, 64);
+    std::thread::sleep(Duration::from_millis(100));
+    storage.set_disk_full(true);
+    let mut err = None;
+    for _ in 0..10_000 {
+        let seq = j.next_seq();
+        match j.append(otedama_journal::kinds::TEST, 1, seq * 10, &payload_for(seq, 64)) {
+            Ok(_) => {}
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    let err = err.expect("a full disk must surface as an error");
+    assert!(err.is_no_space(), "{err}");
+    let last = j.next_seq() - 1;
+    // Space comes back: appends continue where they stopped.
+    storage.set_disk_full(false);
+    let mut ok = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(50));
+        let seq = j.next_seq();
+        if j.append(otedama_journal::kinds::TEST, 1, seq * 10, &payload_for(seq, 64)).is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "appends resume once space is back");
+    j.close().unwrap();
+    assert_eq!(read_all_checked(storage, 64), last + 1);
+}

@@ -737,6 +737,9 @@ fn flusher(s: Arc<Shared>) {
 fn preparer(s: Arc<Shared>) {
     let mut backoff = Duration::from_millis(10);
     loop {
+        // Read before taking the renames, so the last roll before a
+        // shutdown is always renamed.
+        let stopping = s.shutdown.load(Ordering::Acquire);
         // Give rolled segments their final names.
         let rolled: Vec<Arc<Segment>> = std::mem::take(&mut *s.to_rename.lock().expect("lock"));
         if !rolled.is_empty() {
@@ -756,7 +759,7 @@ fn preparer(s: Arc<Shared>) {
                 sync_sealed(&s);
             }
         }
-        if s.shutdown.load(Ordering::Acquire) {
+        if stopping {
             return;
         }
         // Keep `prepare_ahead` segments ready, one per pass so renames of

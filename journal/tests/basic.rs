@@ -154,6 +154,8 @@ fn released_segments_are_recycled_in_place() {
     assert!(files < 20, "disk use stays bounded: {files} files");
     let next = j.next_seq();
     j.close().unwrap();
+    let names: Vec<String> = FileStorage::existing(dir.path()).unwrap().list().unwrap();
+    assert!(!names.iter().any(|n| n.starts_with(format::PREPARED_PREFIX)), "every rolled segment renamed by close: {names:?}");
     // The tail is intact after recycling.
     let mut r = Reader::open(dir.path(), next - 1000, ReaderOptions::default()).unwrap();
     let mut n = 0;

@@ -91,11 +91,17 @@ pub fn scan(storage: &dyn Storage, writable: bool) -> Result<Scan, JournalError>
         let bytes = unsafe { std::slice::from_raw_parts(region.ptr(), region.len()) };
         match SegmentHeader::read(bytes) {
             Ok(h) => {
-                if prepared && h.first_seq == 0 {
+                // A prepared segment that never received a record; under a
+                // final name it is a released segment being recycled whose
+                // rename reached the disk before the crash.
+                if h.first_seq == 0 {
                     unused_prepared.push(name);
                     continue;
                 }
-                if named_seq.is_some_and(|s| s != h.first_seq) || h.segment_bytes != region.len() as u64 {
+                // A name that disagrees with a valid header is a recycled
+                // segment whose rename did not reach the disk before the
+                // crash: the header is the truth, and open renames the file.
+                if h.segment_bytes != region.len() as u64 {
                     bad_headers.push((named_seq.unwrap_or(h.first_seq), name, "segment header disagrees with its file"));
                     continue;
                 }

@@ -32,11 +32,13 @@ pub fn check_record(r: &Record<'_>, max_len: usize) {
     assert_eq!(r.payload, &payload_for(r.seq, max_len)[..], "payload of record {}", r.seq);
 }
 
-/// Reads every record of a journal directory through a fresh reader and
-/// checks each one; returns the last sequence (0 if empty).
+/// Reads every record of a journal through a fresh reader, from the oldest
+/// segment still present, and checks each one; returns the last sequence
+/// (0 if empty).
 pub fn read_all_checked(storage: std::sync::Arc<dyn otedama_journal::Storage>, max_len: usize) -> u64 {
-    let mut r = otedama_journal::Reader::open_with(storage, None, 1, false).expect("reader");
-    let mut expect = 1;
+    let first = otedama_journal::scan(&*storage, false).expect("scan").first_seq;
+    let mut r = otedama_journal::Reader::open_with(storage, None, first, false).expect("reader");
+    let mut expect = first;
     while let Some(rec) = r.try_next().expect("read") {
         assert_eq!(rec.seq, expect, "records are contiguous");
         check_record(&rec, max_len);

@@ -67,7 +67,7 @@ pub const fn max_payload(segment_bytes: u64) -> usize {
 }
 
 /// CRC32C of a record: its `size` field, header bytes 8..32 and the
-/// payload (without padding).
+/// padded payload (padding included, so no byte of a record goes unchecked).
 #[inline]
 pub fn record_crc(size: u32, header_tail: &[u8], payload: &[u8]) -> u32 {
     debug_assert_eq!(header_tail.len(), RECORD_HEADER_BYTES - R_SEQ);

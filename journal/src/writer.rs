@@ -335,11 +335,15 @@ impl Journal {
                 (seg.clone(), s.end_offset)
             }
             _ => {
-                let region = storage.create(&segment_name(next_seq), opts.segment_bytes as usize).map_err(io("create segment"))?;
+                // Created under a temporary name and renamed once its header
+                // is written, so no reader ever sees a final name without one.
+                let tmp = format!("{PREPARED_PREFIX}{journal_id:016x}-initial.seg");
+                let region = storage.create(&tmp, opts.segment_bytes as usize).map_err(io("create segment"))?;
                 let seg = Segment::new(region, segment_name(next_seq), next_seq, SEGMENT_HEADER_BYTES);
                 SegmentHeader { segment_bytes: opts.segment_bytes, first_seq: next_seq, created_ns: now_ns(), journal_id }
                     .write(seg.header_mut());
                 seg.region.sync(0, SEGMENT_HEADER_BYTES).map_err(io("sync"))?;
+                storage.rename(&tmp, &segment_name(next_seq)).map_err(io("rename"))?;
                 (seg, SEGMENT_HEADER_BYTES)
             }
         };
@@ -661,7 +665,7 @@ impl Reservation<'_> {
         put_u16(rec, R_VERSION, version);
         put_u32(rec, R_PAYLOAD_LEN, len as u32);
         let (head, payload) = rec.split_at_mut(RECORD_HEADER_BYTES);
-        let crc = record_crc(total as u32, &head[R_SEQ..], &payload[..len]);
+        let crc = record_crc(total as u32, &head[R_SEQ..], payload);
         put_u32(head, R_CRC, crc);
         // Publication: `size` last, with release ordering (see `read_slot`).
         // SAFETY: 4-aligned word inside the record.

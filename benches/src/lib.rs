@@ -1,1 +1,7 @@
-//! Benchmarks.
+//! Benchmark harnesses and load generators behind `otedama bench` and
+//! `otedama loadgen`. Every benchmark is open-loop where it measures
+//! latency, prints HdrHistogram percentiles, runs its baseline in the same
+//! run with the same core layout, and ends with one JSON line.
+
+pub mod harness;
+pub mod journal;

@@ -113,6 +113,30 @@ impl Reader {
     }
 
     fn open_segment(&self, first_seq: u64) -> Result<Option<Arc<dyn Region>>, JournalError> {
+        match self.open_named_segment(first_seq)? {
+            Some(r) => Ok(Some(r)),
+            None => self.open_rolled_prepared(first_seq),
+        }
+    }
+
+    /// The writer has rolled into a prepared segment whose rename has not
+    /// happened yet (the preparer may be busy creating the next one): find
+    /// it by its header instead of waiting.
+    fn open_rolled_prepared(&self, first_seq: u64) -> Result<Option<Arc<dyn Region>>, JournalError> {
+        let names = self.storage.list().map_err(|e| JournalError::io("list", self.storage.describe(), e))?;
+        for name in names.iter().filter(|n| n.starts_with(PREPARED_PREFIX)) {
+            // Renamed or removed since the listing: the next try finds it.
+            let Ok(r) = self.storage.open(name, false) else { continue };
+            // SAFETY: the mapping lives as long as `r`.
+            let page = unsafe { std::slice::from_raw_parts(r.ptr(), r.len().min(SEGMENT_HEADER_BYTES)) };
+            if SegmentHeader::read(page).is_ok_and(|h| h.first_seq == first_seq) {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+
+    fn open_named_segment(&self, first_seq: u64) -> Result<Option<Arc<dyn Region>>, JournalError> {
         let name = segment_name(first_seq);
         let stores = std::iter::once(&self.storage).chain(self.archive.as_ref());
         for s in stores {

@@ -452,6 +452,11 @@ impl Journal {
         self.shared.stats.lock().expect("lock").clone()
     }
 
+    /// Segments prepared and waiting for the writer.
+    pub fn prepared_segments(&self) -> usize {
+        self.shared.prepared.lock().expect("lock").len()
+    }
+
     /// Largest payload one record can carry.
     pub fn max_payload(&self) -> usize {
         self.max_payload

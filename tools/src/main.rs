@@ -1,1 +1,179 @@
-fn main() {}
+//! `otedama`: one binary for the hot path, the cold path, the supervisor
+//! that runs them, and the tools around them.
+
+mod config;
+mod journal_cmd;
+mod supervisor;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use config::{Config, LogFormat, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(name = "otedama", version, about = "Otedama: an engine for mining pools and exchanges")]
+pub struct Cli {
+    /// TOML configuration file (see tools/otedama.example.toml).
+    #[arg(long, global = true, value_name = "FILE", env = "OTEDAMA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run every built role as a supervised child process, with embedded
+    /// defaults.
+    Standalone,
+    /// The hot path: shards, matching engine, Stratum (not built yet).
+    Engine,
+    /// The cold path: REST/WebSocket API, database, payouts (not built yet).
+    Api,
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Inspect, follow and repair journals.
+    #[command(subcommand)]
+    Journal(journal_cmd::JournalCmd),
+    /// Benchmarks: open-loop workloads with their baselines in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCmd,
+    },
+    /// Manage API keys (not built yet).
+    Keys,
+    /// CPU/GPU miner, a Stratum client (not built yet).
+    Mine,
+    /// Simulated farms and order floods (not built yet).
+    Loadgen,
+    /// Check this host against the tuning guide (not built yet).
+    Tune,
+    /// Terminal client for the binary order protocol (not built yet).
+    Trade,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Print the effective configuration (all four layers applied).
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Journal append, group commit and scan, against pwrite baselines.
+    Journal(otedama_benches::journal::Args),
+    /// Matching engine (not built yet).
+    Matching,
+}
+
+/// A role or tool that a later piece of work builds.
+fn not_built(what: &str, issue: &str) -> Result<i32> {
+    eprintln!("otedama {what}: not built yet ({issue}). Nothing was started.");
+    Ok(2)
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// The roles `standalone` supervises, in start order, with whether each is
+/// built. A role that is not built is reported, never faked.
+const ROLES: &[(&str, bool, &str)] = &[
+    ("engine", false, "the hot path arrives with the gateway issue"),
+    ("api", false, "the cold path arrives with the cold-path issue"),
+];
+
+fn standalone(cfg: &Config, cli_config: Option<&PathBuf>) -> Result<i32> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let data_dir = cfg.data_dir.canonicalize()?;
+    let exe = std::env::current_exe().context("locating the otedama binary")?;
+    println!("otedama standalone: data directory {}", data_dir.display());
+    let mut specs = Vec::new();
+    for (name, built, why) in ROLES {
+        if *built {
+            let mut args = Vec::new();
+            if let Some(c) = cli_config {
+                args.push(format!("--config={}", c.display()));
+            }
+            args.push(format!("--data-dir={}", data_dir.display()));
+            args.push((*name).to_owned());
+            specs.push(supervisor::RoleSpec { name: (*name).to_owned(), program: exe.clone(), args });
+        } else {
+            println!("  role {name:<8} not built yet: {why}");
+        }
+    }
+    if specs.is_empty() {
+        println!("No role is built yet, so there is nothing to supervise; exiting.");
+        println!("What works today: `otedama journal ...` and `otedama bench journal` (see README.md).");
+        return Ok(0);
+    }
+    let signals = supervisor::SignalFlag::install()?;
+    let s = &cfg.supervisor;
+    let policy = supervisor::Policy {
+        backoff_initial: Duration::from_millis(s.restart_backoff_initial_ms),
+        backoff_max: Duration::from_millis(s.restart_backoff_max_ms),
+        healthy_after: Duration::from_millis(s.healthy_after_ms),
+        shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+    };
+    for spec in &specs {
+        println!("  role {:<8} starting: {} {}", spec.name, spec.program.display(), spec.args.join(" "));
+    }
+    supervisor::run(specs, &policy, &signals)?;
+    println!("otedama standalone: stopped cleanly");
+    Ok(0)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let cfg = match config::load(cli.config.as_deref(), &cli.overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("otedama: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(&cfg);
+    let result = match cli.command {
+        Cmd::Standalone => standalone(&cfg, cli.config.as_ref()),
+        Cmd::Engine => not_built("engine", "the matching-core and gateway issues build it"),
+        Cmd::Api => not_built("api", "the cold-path issue builds it"),
+        Cmd::Config(ConfigCmd::Show { json }) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&cfg).expect("config serialises"));
+            } else {
+                print!("{}", toml::to_string_pretty(&cfg).expect("config serialises"));
+            }
+            Ok(0)
+        }
+        Cmd::Journal(j) => journal_cmd::run(j, &cfg.journal),
+        Cmd::Bench { which: BenchCmd::Journal(args) } => otedama_benches::journal::run(&args).map(|_| 0),
+        Cmd::Bench { which: BenchCmd::Matching } => not_built("bench matching", "the matching-core issue builds it"),
+        Cmd::Keys => not_built("keys", "the gateway issue builds the key store"),
+        Cmd::Mine => not_built("mine", "a later issue builds the miner"),
+        Cmd::Loadgen => not_built("loadgen", "later issues build the load generators"),
+        Cmd::Tune => not_built("tune", "a later issue builds the host checks"),
+        Cmd::Trade => not_built("trade", "a later issue builds the terminal client"),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "failed");
+            eprintln!("otedama: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

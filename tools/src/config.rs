@@ -1,0 +1,288 @@
+//! Configuration: one typed tree, layered as flag > environment > file >
+//! default.
+//!
+//! - File: TOML, given with `--config FILE` (see `tools/otedama.example.toml`).
+//! - Environment: `OTEDAMA_` + the key path in capitals, nesting joined by
+//!   `__`, e.g. `OTEDAMA_JOURNAL__SEGMENT_BYTES=1048576`.
+//! - Flags: the key path with `.` and `_` turned into `-`, e.g.
+//!   `--journal-segment-bytes 1048576`.
+//!
+//! `otedama config show` prints the effective result.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use otedama_journal::Durability;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where every role keeps its state (journals, keys, database).
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub journal: JournalConfig,
+    pub supervisor: SupervisorConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `debug`, `otedama_journal=trace,info`, ...
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Bytes per segment file (multiple of 4096, 64 KiB to 2 GiB).
+    pub segment_bytes: u64,
+    /// `none`, `batch` (group commit) or `always`.
+    pub durability: Durability,
+    /// Segments kept allocated and pre-faulted ahead of the writer.
+    pub prepare_ahead: usize,
+    /// How long the flusher spins for new records before parking (µs).
+    pub flusher_spin_us: u64,
+    /// Snapshots kept per journal.
+    pub snapshots_keep: usize,
+    /// Records retention keeps before the newest snapshot.
+    pub retention_margin_records: u64,
+    /// Where retention moves old segments; empty: delete them.
+    pub archive_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorConfig {
+    /// First restart delay after a child exits unexpectedly (ms).
+    pub restart_backoff_initial_ms: u64,
+    /// Largest restart delay; the delay doubles per consecutive crash (ms).
+    pub restart_backoff_max_ms: u64,
+    /// A child that ran this long resets the backoff (ms).
+    pub healthy_after_ms: u64,
+    /// Time children get to exit after a forwarded signal before SIGKILL (ms).
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            log: LogConfig::default(),
+            journal: JournalConfig::default(),
+            supervisor: SupervisorConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Human, level: "info".into() }
+    }
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        let o = otedama_journal::Options::default();
+        JournalConfig {
+            segment_bytes: o.segment_bytes,
+            durability: o.durability,
+            prepare_ahead: o.prepare_ahead,
+            flusher_spin_us: o.flusher_spin.as_micros() as u64,
+            snapshots_keep: 3,
+            retention_margin_records: 0,
+            archive_dir: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig { restart_backoff_initial_ms: 200, restart_backoff_max_ms: 30_000, healthy_after_ms: 10_000, shutdown_grace_ms: 10_000 }
+    }
+}
+
+impl JournalConfig {
+    pub fn options(&self) -> otedama_journal::Options {
+        otedama_journal::Options {
+            segment_bytes: self.segment_bytes,
+            durability: self.durability,
+            prepare_ahead: self.prepare_ahead,
+            flusher_spin: std::time::Duration::from_micros(self.flusher_spin_us),
+            repair: false,
+        }
+    }
+}
+
+/// One flag per configuration key; unset flags leave lower layers alone.
+/// Keep in step with [`Config`]: a test checks every key has its flag.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct Overrides {
+    #[arg(long, global = true, value_name = "DIR", help = "data directory [env: OTEDAMA_DATA_DIR]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "LogOverrides::is_empty")]
+    pub log: LogOverrides,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "JournalOverrides::is_empty")]
+    pub journal: JournalOverrides,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "SupervisorOverrides::is_empty")]
+    pub supervisor: SupervisorOverrides,
+}
+
+macro_rules! overrides {
+    ($name:ident { $($field:ident : $ty:ty = $flag:literal, $help:literal;)* }) => {
+        #[derive(Debug, Clone, Default, clap::Args, Serialize)]
+        pub struct $name {
+            $(
+                #[arg(long = $flag, global = true, help = $help)]
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )*
+        }
+        impl $name {
+            fn is_empty(&self) -> bool {
+                true $(&& self.$field.is_none())*
+            }
+        }
+    };
+}
+
+overrides!(LogOverrides {
+    format: LogFormat = "log-format", "log output: human or json [env: OTEDAMA_LOG__FORMAT]";
+    level: String = "log-level", "tracing filter, e.g. info or debug [env: OTEDAMA_LOG__LEVEL]";
+});
+
+overrides!(JournalOverrides {
+    segment_bytes: u64 = "journal-segment-bytes", "bytes per journal segment [env: OTEDAMA_JOURNAL__SEGMENT_BYTES]";
+    durability: Durability = "journal-durability", "none, batch or always [env: OTEDAMA_JOURNAL__DURABILITY]";
+    prepare_ahead: usize = "journal-prepare-ahead", "segments prepared ahead [env: OTEDAMA_JOURNAL__PREPARE_AHEAD]";
+    flusher_spin_us: u64 = "journal-flusher-spin-us", "flusher spin before parking, µs [env: OTEDAMA_JOURNAL__FLUSHER_SPIN_US]";
+    snapshots_keep: usize = "journal-snapshots-keep", "snapshots kept [env: OTEDAMA_JOURNAL__SNAPSHOTS_KEEP]";
+    retention_margin_records: u64 = "journal-retention-margin-records", "records kept before the newest snapshot [env: OTEDAMA_JOURNAL__RETENTION_MARGIN_RECORDS]";
+    archive_dir: PathBuf = "journal-archive-dir", "archive for retired segments [env: OTEDAMA_JOURNAL__ARCHIVE_DIR]";
+});
+
+overrides!(SupervisorOverrides {
+    restart_backoff_initial_ms: u64 = "supervisor-restart-backoff-initial-ms", "first restart delay, ms [env: OTEDAMA_SUPERVISOR__RESTART_BACKOFF_INITIAL_MS]";
+    restart_backoff_max_ms: u64 = "supervisor-restart-backoff-max-ms", "largest restart delay, ms [env: OTEDAMA_SUPERVISOR__RESTART_BACKOFF_MAX_MS]";
+    healthy_after_ms: u64 = "supervisor-healthy-after-ms", "uptime that resets the backoff, ms [env: OTEDAMA_SUPERVISOR__HEALTHY_AFTER_MS]";
+    shutdown_grace_ms: u64 = "supervisor-shutdown-grace-ms", "grace before SIGKILL at shutdown, ms [env: OTEDAMA_SUPERVISOR__SHUTDOWN_GRACE_MS]";
+});
+
+/// Every key path of the configuration (`journal.segment_bytes`, ...).
+pub fn key_paths() -> Vec<String> {
+    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&p, v, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    let v = toml::Value::try_from(Config::default()).expect("config serialises");
+    let mut out = Vec::new();
+    walk("", &v, &mut out);
+    out
+}
+
+/// Loads the effective configuration from the four layers.
+pub fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Config> {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = file {
+        if !path.is_file() {
+            anyhow::bail!("config file {} does not exist", path.display());
+        }
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    // Only known keys come from the environment: other OTEDAMA_* variables
+    // (a test harness's, say) must not break the start.
+    let known = key_paths();
+    let env = Env::prefixed("OTEDAMA_").split("__").filter(move |k| known.iter().any(|p| p.as_str() == k.as_str()));
+    fig = fig.merge(env).merge(Serialized::defaults(overrides));
+    let cfg: Config = fig.extract().context("invalid configuration")?;
+    cfg.journal.options().validate()?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_key_has_a_flag() {
+        let cmd = crate::Cli::command();
+        let flags: Vec<String> = cmd.get_arguments().filter_map(|a| a.get_long().map(str::to_owned)).collect();
+        for key in key_paths() {
+            let flag = key.replace(['.', '_'], "-");
+            assert!(flags.contains(&flag), "configuration key {key} has no --{flag} flag");
+        }
+    }
+
+    #[test]
+    fn example_config_documents_every_key_with_its_default() {
+        let text = include_str!("../otedama.example.toml");
+        let parsed: Config = toml::from_str(text).expect("example config parses");
+        assert_eq!(parsed, Config::default(), "the example shows the defaults");
+        let v: toml::Value = toml::from_str(text).unwrap();
+        for key in key_paths() {
+            let mut cur = &v;
+            for part in key.split('.') {
+                cur = cur.get(part).unwrap_or_else(|| panic!("example config lacks {key}"));
+            }
+        }
+    }
+
+    #[test]
+    fn precedence_is_flag_over_env_over_file_over_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[journal]\nsegment_bytes = 131072\nprepare_ahead = 3\nflusher_spin_us = 7\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OTEDAMA_JOURNAL__SEGMENT_BYTES", "262144");
+            jail.set_env("OTEDAMA_JOURNAL__PREPARE_AHEAD", "4");
+            jail.set_env("OTEDAMA_UNRELATED_TEST_VARIABLE", "ignored");
+            let flags = Overrides {
+                journal: JournalOverrides { segment_bytes: Some(524288), ..Default::default() },
+                ..Default::default()
+            };
+            let c = load(Some(&file), &flags).map_err(|e| e.to_string())?;
+            assert_eq!(c.journal.segment_bytes, 524288, "flag wins");
+            assert_eq!(c.journal.prepare_ahead, 4, "env beats file");
+            assert_eq!(c.journal.flusher_spin_us, 7, "file beats default");
+            assert_eq!(c.journal.snapshots_keep, 3, "default");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[journal]\nsegmnt_bytes = 1\n").unwrap();
+        let e = load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("segmnt_bytes"), "{e:#}");
+        std::fs::write(&file, "[journal]\nsegment_bytes = 1000\n").unwrap();
+        let e = load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("segment_bytes must be a multiple of 4096"), "{e:#}");
+    }
+}

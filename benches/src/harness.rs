@@ -96,8 +96,7 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// The percentiles every benchmark prints.
-pub const PERCENTILES: &[(f64, &str)] =
-    &[(50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99.9"), (99.99, "p99.99"), (100.0, "max")];
+pub const PERCENTILES: &[(f64, &str)] = &[(50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99.9"), (99.99, "p99.99"), (100.0, "max")];
 
 /// Prints one line of percentiles for `h` (values in ns) scaled by `div`
 /// into `unit`.

@@ -187,9 +187,10 @@ fn encode(buf: &mut [u8], seq: u64, payload: &[u8]) -> usize {
     put_u16(buf, R_VERSION, 1);
     put_u32(buf, R_PAYLOAD_LEN, payload.len() as u32);
     buf[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + payload.len()].copy_from_slice(payload);
-    let crc = record_crc(total as u32, &buf[R_SEQ..RECORD_HEADER_BYTES], &buf[RECORD_HEADER_BYTES..total]);
-    put_u32(buf, R_CRC, crc);
+    buf[RECORD_HEADER_BYTES + payload.len()..total].fill(0);
     put_u32(buf, R_SIZE, total as u32);
+    let crc = record_crc(&buf[R_SEQ..total]);
+    put_u32(buf, R_CRC, crc);
     total
 }
 
@@ -350,7 +351,8 @@ fn baseline_batch_run(dir: &Path, a: &Args, p: &Plan, rate: Option<u64>, clock: 
     let start_ns = clock.now_ns() + 20_000_000;
 
     let flusher = {
-        let (file, ring, head, durable, done, planned) = (file.clone(), ring.clone(), head.clone(), durable.clone(), done.clone(), planned.clone());
+        let (file, ring, head, durable, done, planned) =
+            (file.clone(), ring.clone(), head.clone(), durable.clone(), done.clone(), planned.clone());
         let core = a.background_core;
         std::thread::spawn(move || {
             harness::pin(core);
@@ -551,7 +553,10 @@ pub fn run(a: &Args) -> Result<Value> {
         let (div, unit) = if label.contains("durable") { (1e3, "µs") } else { (1.0, "ns") };
         harness::print_histogram(label, h, div, unit);
     }
-    println!("stall meter on core {}: {} samples, p99 {:.0} µs late, max {:.0} µs late", a.writer_core, stalls.samples, stalls.p99_us, stalls.max_us);
+    println!(
+        "stall meter on core {}: {} samples, p99 {:.0} µs late, max {:.0} µs late",
+        a.writer_core, stalls.samples, stalls.p99_us, stalls.max_us
+    );
 
     let mut out = serde_json::Map::new();
     out.insert("bench".into(), json!("journal"));

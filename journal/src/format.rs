@@ -66,14 +66,12 @@ pub const fn max_payload(segment_bytes: u64) -> usize {
     segment_bytes as usize - SEGMENT_HEADER_BYTES - RECORD_HEADER_BYTES
 }
 
-/// CRC32C of a record: its `size` field, header bytes 8..32 and the
-/// padded payload (padding included, so no byte of a record goes unchecked).
+/// CRC32C of a record: bytes 8..size, i.e. the header after the CRC field
+/// and the padded payload. `size` itself is checked against `payload_len`,
+/// which the CRC covers, so no byte of a record goes unchecked.
 #[inline]
-pub fn record_crc(size: u32, header_tail: &[u8], payload: &[u8]) -> u32 {
-    debug_assert_eq!(header_tail.len(), RECORD_HEADER_BYTES - R_SEQ);
-    let c = crc32c::crc32c(&size.to_le_bytes());
-    let c = crc32c::crc32c_append(c, header_tail);
-    crc32c::crc32c_append(c, payload)
+pub fn record_crc(from_seq: &[u8]) -> u32 {
+    crc32c::crc32c(from_seq)
 }
 
 /// CRC32C of a segment header: bytes 0..64 with the CRC field read as zero.

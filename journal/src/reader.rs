@@ -146,6 +146,8 @@ impl Reader {
                     let page = unsafe { std::slice::from_raw_parts(r.ptr(), r.len().min(SEGMENT_HEADER_BYTES)) };
                     return match SegmentHeader::read(page) {
                         Ok(h) if h.first_seq == first_seq => Ok(Some(r)),
+                        // Renamed before its header reached the file: not yet.
+                        Ok(h) if h.first_seq == 0 => Ok(None),
                         Ok(_) => Err(self.corrupt(&name, 0, first_seq, "segment header names another sequence")),
                         Err(reason) => Err(self.corrupt(&name, 0, first_seq, reason)),
                     };
@@ -221,7 +223,7 @@ impl Reader {
                 }
                 continue;
             };
-            if self.durable_only && self.next_seq > self.ctl.durable_seq() {
+            if self.beyond_visible() {
                 return Ok(None);
             }
             let (base, len) = (region.ptr() as *const u8, region.len());
@@ -252,6 +254,18 @@ impl Reader {
                         self.relocate_after_restart()?;
                         continue;
                     }
+                    // An end-of-segment marker lost to a power cut: the
+                    // journal goes on in the segment named by our sequence
+                    // (recovery reads it the same way).
+                    // (At the first slot the segment named so is this one.)
+                    if self.offset == SEGMENT_HEADER_BYTES {
+                        return Ok(None);
+                    }
+                    if let Some(r) = self.open_segment(self.next_seq)? {
+                        self.region = Some(r);
+                        self.offset = SEGMENT_HEADER_BYTES;
+                        continue;
+                    }
                     return Ok(None);
                 }
                 Slot::Bad(reason) => {
@@ -259,10 +273,35 @@ impl Reader {
                         self.relocate_after_restart()?;
                         continue;
                     }
+                    // Past everything a writer ever published lies only
+                    // what recycled or torn space holds: the end, not damage.
+                    if !self.writer_running() && self.next_seq > self.ctl.published_seq().max(self.ctl.durable_seq()) {
+                        return Ok(None);
+                    }
                     return Err(self.corrupt("current segment", self.offset, self.next_seq, reason));
                 }
             }
         }
+    }
+
+    /// Whether the next record is past what a live writer has published
+    /// (or made durable, for a durable-only reader). A writer copies records
+    /// into the files before it publishes them, so a reader never looks at
+    /// bytes still being copied. With no live writer, every valid record is
+    /// readable.
+    fn beyond_visible(&self) -> bool {
+        let limit = if self.durable_only { self.ctl.durable_seq() } else { self.ctl.published_seq() };
+        self.next_seq > limit && self.writer_running()
+    }
+
+    fn writer_running(&self) -> bool {
+        let pid = self.ctl.writer_pid();
+        if pid == 0 {
+            return false;
+        }
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     }
 
     fn writer_restarted(&self) -> bool {
@@ -282,7 +321,7 @@ impl Reader {
 
     /// Whether `try_next` would return a record now (without consuming it).
     fn ready(&self) -> bool {
-        if self.durable_only && self.next_seq > self.ctl.durable_seq() {
+        if self.beyond_visible() {
             return false;
         }
         match &self.region {

@@ -65,7 +65,7 @@ pub unsafe fn read_slot<'a>(base: *const u8, seg_len: usize, offset: usize, expe
         return Slot::Bad("sequence number out of order");
     }
     let payload = &rec[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + len];
-    if get_u32(rec, R_CRC) != record_crc(size, &rec[R_SEQ..RECORD_HEADER_BYTES], &rec[RECORD_HEADER_BYTES..]) {
+    if get_u32(rec, R_CRC) != record_crc(&rec[R_SEQ..]) {
         return Slot::Bad("record checksum mismatch");
     }
     Slot::Record(

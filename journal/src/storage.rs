@@ -21,7 +21,12 @@ pub trait Region: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Makes bytes `offset..offset+len` durable (msync MS_SYNC).
+    /// Writes `bytes` at `offset` through the file (pwrite), never through
+    /// the mapping: the journal keeps no writable mapping of its files, so
+    /// writeback never has to write-protect pages (which costs a TLB
+    /// shootdown per page on every other core running the process).
+    fn write_at(&self, offset: usize, bytes: &[u8]) -> io::Result<()>;
+    /// Makes bytes `offset..offset+len` durable.
     fn sync(&self, offset: usize, len: usize) -> io::Result<()>;
 }
 
@@ -55,10 +60,8 @@ pub trait Storage: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct FileStorage {
     dir: PathBuf,
-    /// Write zeros through `pwrite` at creation (so later syncs overwrite
-    /// already-written extents instead of converting unwritten ones) and
-    /// touch every page through the mapping (so the first append to a page
-    /// takes no page fault).
+    /// Write zeros at creation, so later writes and syncs overwrite
+    /// already-written extents instead of converting unwritten ones.
     prefault: bool,
 }
 
@@ -94,7 +97,7 @@ impl FileStorage {
 
 struct FileRegion {
     map: memmap2::MmapRaw,
-    _file: File,
+    file: File,
 }
 
 impl Region for FileRegion {
@@ -104,7 +107,16 @@ impl Region for FileRegion {
     fn len(&self) -> usize {
         self.map.len()
     }
+    fn write_at(&self, offset: usize, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if offset + bytes.len() > self.map.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "write past the end of a segment"));
+        }
+        self.file.write_all_at(bytes, offset as u64)
+    }
     fn sync(&self, offset: usize, len: usize) -> io::Result<()> {
+        // msync(MS_SYNC) on a shared mapping is fsync of the file range
+        // (datasync semantics), whether or not the mapping is writable.
         self.map.flush_range(offset, len)
     }
 }
@@ -137,6 +149,8 @@ impl Storage for FileStorage {
         let result = (|| {
             fallocate(&file, len)?;
             if self.prefault {
+                // Written extents: later overwrites and their syncs touch no
+                // allocation metadata.
                 let zeros = vec![0u8; 1 << 20];
                 let mut left = len;
                 while left > 0 {
@@ -146,18 +160,8 @@ impl Storage for FileStorage {
                 }
             }
             file.sync_all()?;
-            // SAFETY: the journal owns the file; other processes only map it
-            // read-only and never truncate it.
-            let map = memmap2::MmapOptions::new().len(len).map_raw(&file)?;
-            if self.prefault {
-                let p = map.as_mut_ptr();
-                for off in (0..len).step_by(4096) {
-                    // SAFETY: in bounds of a fresh zeroed mapping; writing a
-                    // zero over a zero makes the page resident and writable.
-                    unsafe { p.add(off).write_volatile(0) };
-                }
-            }
-            Ok(Arc::new(FileRegion { map, _file: file }) as Arc<dyn Region>)
+            let map = memmap2::MmapOptions::new().len(len).map_raw_read_only(&file)?;
+            Ok(Arc::new(FileRegion { map, file }) as Arc<dyn Region>)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&path);
@@ -167,9 +171,8 @@ impl Storage for FileStorage {
 
     fn open(&self, name: &str, writable: bool) -> io::Result<Arc<dyn Region>> {
         let file = OpenOptions::new().read(true).write(writable).open(self.path(name))?;
-        let map =
-            if writable { memmap2::MmapOptions::new().map_raw(&file)? } else { memmap2::MmapOptions::new().map_raw_read_only(&file)? };
-        Ok(Arc::new(FileRegion { map, _file: file }))
+        let map = memmap2::MmapOptions::new().map_raw_read_only(&file)?;
+        Ok(Arc::new(FileRegion { map, file }))
     }
 
     fn shared_memory(&self, name: &str, len: usize) -> io::Result<Arc<dyn Region>> {
@@ -178,7 +181,7 @@ impl Storage for FileStorage {
             file.set_len(len as u64)?;
         }
         let map = memmap2::MmapOptions::new().len(len).map_raw(&file)?;
-        Ok(Arc::new(FileRegion { map, _file: file }))
+        Ok(Arc::new(FileRegion { map, file }))
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -297,6 +300,14 @@ impl Region for SimRegion {
     }
     fn len(&self) -> usize {
         self.cache.len
+    }
+    fn write_at(&self, offset: usize, bytes: &[u8]) -> io::Result<()> {
+        if offset + bytes.len() > self.cache.len {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "write past the end of a segment"));
+        }
+        // SAFETY: in bounds; the cache is plain memory shared like a page cache.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.cache.ptr.add(offset), bytes.len()) };
+        Ok(())
     }
     fn sync(&self, offset: usize, len: usize) -> io::Result<()> {
         if self.lying {

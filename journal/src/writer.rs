@@ -1,12 +1,23 @@
-//! The single writer: appends records into the current mapped segment, rolls
-//! to segments prepared ahead of time, and makes records durable according
-//! to the configured policy.
+//! The single writer: appends records into the current segment, rolls to
+//! segments prepared ahead of time, and makes records visible and durable
+//! according to the configured policy.
 //!
-//! Threads: the caller's thread appends. A *preparer* thread keeps
-//! `prepare_ahead` segments allocated, zeroed and pre-faulted, renames
-//! segments the writer has rolled into, and recycles released ones. Under
-//! `batch` a *flusher* thread syncs the dirty range as soon as the previous
-//! sync ends (group commit, never on a timer) and advances `durable_seq`.
+//! Each segment is a preallocated file plus a *stage*: anonymous memory of
+//! the same size, pre-faulted (transparent huge pages where available),
+//! that mirrors the file byte for byte. The writer builds records in place
+//! in the stage: no syscall, no page fault, no allocation. A *writeback*
+//! thread copies each committed range into the file (`pwrite`), publishes
+//! it to readers (who map the files read-only) and, under `batch`, syncs as
+//! soon as the previous sync ends (group commit, never on a timer).
+//!
+//! Why not write through a shared writable mapping: measured here, syncing
+//! pages that the writer has mapped writable costs a write-protect and a TLB
+//! shootdown IPI to the writer's core for every page (`folio_mkclean`), which
+//! capped group commit at about 0.3x of a plain `pwrite` + `fdatasync`
+//! baseline and put interrupts on the writer's core (see BENCHMARKS.md).
+//!
+//! A *preparer* thread keeps `prepare_ahead` segments ready, renames
+//! segments the writer has rolled into, and recycles released ones.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -116,43 +127,106 @@ pub struct WriterStats {
     pub roll_waits: u64,
 }
 
+/// Anonymous memory mirroring one segment file, where the writer builds
+/// records.
+struct Stage {
+    map: memmap2::MmapMut,
+}
+
+impl Stage {
+    fn new(len: usize) -> std::io::Result<Stage> {
+        let mut map = memmap2::MmapOptions::new().len(len).map_anon()?;
+        // Fewer TLB misses for a writer sweeping hundreds of MiB; advisory.
+        let _ = map.advise(memmap2::Advice::HugePage);
+        for off in (0..len).step_by(4096) {
+            // SAFETY: in bounds; touching every page now means the writer
+            // never takes a page fault later.
+            unsafe { map.as_mut_ptr().add(off).write_volatile(0) };
+        }
+        Ok(Stage { map })
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        self.map.as_ptr() as *mut u8
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
 pub(crate) struct Segment {
-    region: Arc<dyn Region>,
+    file: Arc<dyn Region>,
+    /// Owned here until the segment retires; `stage_ptr` stays valid as
+    /// long as it is `Some`.
+    stage: Mutex<Option<Stage>>,
+    stage_ptr: *mut u8,
+    stage_len: usize,
     name: Mutex<String>,
     first_seq: AtomicU64,
-    /// Bytes in use (records and any end marker), released by the writer.
+    /// Bytes committed in the stage (records and any end marker),
+    /// released by the writer.
     written_end: AtomicUsize,
-    /// Bytes covered by a completed sync (flusher-owned).
+    /// Bytes copied into the file (writeback-owned).
+    written_back: AtomicUsize,
+    /// Bytes covered by a completed sync.
     synced_end: AtomicUsize,
     /// The writer has rolled past this segment; `written_end` is final.
     sealed: AtomicBool,
+    /// The header page in the stage changed and must be written back.
+    header_dirty: AtomicBool,
 }
 
+// SAFETY: `stage_ptr` points into `stage`, which lives as long as the
+// Segment (until retirement takes it, after which nobody dereferences it).
+// The writer writes only past `written_end`; others read only below it.
+unsafe impl Send for Segment {}
+unsafe impl Sync for Segment {}
+
 impl Segment {
-    fn new(region: Arc<dyn Region>, name: String, first_seq: u64, written_end: usize) -> Arc<Segment> {
+    fn new(file: Arc<dyn Region>, stage: Stage, name: String, first_seq: u64, written_end: usize) -> Arc<Segment> {
         Arc::new(Segment {
-            region,
+            stage_ptr: stage.ptr(),
+            stage_len: stage.len(),
+            file,
+            stage: Mutex::new(Some(stage)),
             name: Mutex::new(name),
             first_seq: AtomicU64::new(first_seq),
             written_end: AtomicUsize::new(written_end),
+            written_back: AtomicUsize::new(written_end),
             synced_end: AtomicUsize::new(0),
             sealed: AtomicBool::new(false),
+            header_dirty: AtomicBool::new(false),
         })
     }
 
-    /// Sealed and synced to its final end: the flusher is done with it.
-    fn is_fully_synced(&self) -> bool {
-        self.sealed.load(Ordering::Acquire) && self.synced_end.load(Ordering::Acquire) >= self.written_end.load(Ordering::Acquire)
+    /// The stage bytes `from..to`, which the writer has committed.
+    fn staged(&self, from: usize, to: usize) -> &[u8] {
+        debug_assert!(from <= to && to <= self.stage_len);
+        // SAFETY: committed bytes are no longer written by the writer.
+        unsafe { std::slice::from_raw_parts(self.stage_ptr.add(from), to - from) }
     }
 
     #[allow(clippy::mut_from_ref)]
-    fn header_mut(&self) -> &mut [u8] {
-        // SAFETY: the header page is written only by the writer (first
-        // record fields, at roll, before anyone else sees the segment) and
-        // by the flusher (watermark slots), on disjoint bytes.
-        unsafe { std::slice::from_raw_parts_mut(self.region.ptr(), SEGMENT_HEADER_BYTES) }
+    fn stage_header_mut(&self) -> &mut [u8] {
+        // SAFETY: the header page is written by the writer at roll (before
+        // the segment is shared) and by the writeback thread (watermark
+        // slots) under the I/O lock, on disjoint bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.stage_ptr, SEGMENT_HEADER_BYTES) }
+    }
+
+    /// Done with: sealed, in the file, and synced when the policy syncs.
+    fn can_retire(&self, durability: Durability) -> bool {
+        let end = self.written_end.load(Ordering::Acquire);
+        self.sealed.load(Ordering::Acquire)
+            && self.written_back.load(Ordering::Acquire) >= end
+            && (durability == Durability::None || self.synced_end.load(Ordering::Acquire) >= end)
     }
 }
+
+/// Most files kept for the final sync under `none` before the oldest is
+/// synced in the background (a bound on the list, not on durability).
+const UNSYNCED_FILES_MAX: usize = 64;
 
 struct Shared {
     storage: Arc<dyn Storage>,
@@ -161,9 +235,19 @@ struct Shared {
     journal_id: u64,
     prepared: Mutex<VecDeque<Arc<Segment>>>,
     to_rename: Mutex<Vec<Arc<Segment>>>,
-    /// Segments that may hold unsynced bytes, oldest first; the last one is
-    /// the writer's current segment.
+    /// Segments whose stage may hold bytes not yet in the file or not yet
+    /// synced, oldest first; the last one is the writer's current segment.
     active: Mutex<Vec<Arc<Segment>>>,
+    /// Retired segment files not yet synced (`none` only), for close.
+    unsynced_files: Mutex<VecDeque<Arc<dyn Region>>>,
+    /// Stages of retired segments, reused by the preparer.
+    stage_pool: Mutex<Vec<Stage>>,
+    /// Held by whoever copies stages into files or syncs.
+    io_lock: Mutex<()>,
+    /// Last sequence the writer committed to a stage.
+    committed: AtomicU64,
+    /// Wakes the writeback thread.
+    wb_word: AtomicU32,
     /// Wakes the preparer.
     prep_word: AtomicU32,
     /// Signalled when the preparer has made a segment ready.
@@ -173,6 +257,8 @@ struct Shared {
     failure: Mutex<Option<String>>,
     release_below: AtomicU64,
     shutdown: AtomicBool,
+    /// Stop without finishing pending writeback (crash simulation).
+    abandon: AtomicBool,
     watermark_gen: AtomicU64,
     prepared_counter: AtomicU64,
     stats: Mutex<WriterStats>,
@@ -204,24 +290,89 @@ impl Shared {
         r
     }
 
-    /// Syncs every active segment up to what the writer has released, after
-    /// persisting `persist_watermark` into the newest header. Everything
-    /// committed up to `covers` is durable when this returns `Ok`.
+    /// Copies every committed byte into the files, then publishes up to
+    /// `committed` to readers. Caller holds `io_lock`.
+    fn write_back(&self, committed: u64) -> std::io::Result<()> {
+        let segs: Vec<Arc<Segment>> = self.active.lock().expect("lock").clone();
+        for seg in &segs {
+            if seg.header_dirty.swap(false, Ordering::AcqRel) {
+                seg.file.write_at(0, seg.staged(0, H_FIXED_END))?;
+            }
+            let end = seg.written_end.load(Ordering::Acquire);
+            let back = seg.written_back.load(Ordering::Relaxed);
+            if end > back {
+                seg.file.write_at(back, seg.staged(back, end))?;
+                seg.written_back.store(end, Ordering::Release);
+            }
+        }
+        if committed > self.ctl.published_seq() {
+            self.ctl.set_published_seq(committed);
+            self.ctl.data_event().notify();
+        }
+        Ok(())
+    }
+
+    /// Persists `persist_watermark` into the newest header, then syncs every
+    /// active segment up to what was written back. Caller holds `io_lock`
+    /// and has just called `write_back`.
     fn sync_active(&self, persist_watermark: u64) -> std::io::Result<()> {
         let segs: Vec<Arc<Segment>> = self.active.lock().expect("lock").clone();
         let Some(newest) = segs.last() else { return Ok(()) };
         let generation = self.watermark_gen.fetch_add(1, Ordering::Relaxed) + 1;
-        write_watermark(newest.header_mut(), generation, persist_watermark);
+        write_watermark(newest.stage_header_mut(), generation, persist_watermark);
+        let slots = H_WATERMARK_SLOTS[0]..H_WATERMARK_SLOTS[1] + WATERMARK_SLOT_BYTES;
+        newest.file.write_at(slots.start, newest.staged(slots.start, slots.end))?;
         for (i, seg) in segs.iter().enumerate() {
-            let end = seg.written_end.load(Ordering::Acquire);
+            let end = seg.written_back.load(Ordering::Acquire);
             let is_newest = i + 1 == segs.len();
             let from = if is_newest { 0 } else { seg.synced_end.load(Ordering::Relaxed) & !4095 };
-            if end > from || is_newest {
-                self.sync_region(&*seg.region, from, end - from)?;
+            if end > from {
+                self.sync_region(&*seg.file, from, end - from)?;
             }
             seg.synced_end.store(end, Ordering::Release);
         }
-        self.active.lock().expect("lock").retain(|s| !s.is_fully_synced());
+        Ok(())
+    }
+
+    /// Drops segments nobody needs any more and returns their stages.
+    fn retire(&self) {
+        let mut retired = Vec::new();
+        self.active.lock().expect("lock").retain(|seg| {
+            let done = seg.can_retire(self.opts.durability);
+            if done {
+                retired.push(seg.clone());
+            }
+            !done
+        });
+        for seg in retired {
+            if let Some(stage) = seg.stage.lock().expect("lock").take() {
+                self.stage_pool.lock().expect("lock").push(stage);
+            }
+            if self.opts.durability == Durability::None {
+                let mut files = self.unsynced_files.lock().expect("lock");
+                files.push_back(seg.file.clone());
+                if files.len() > UNSYNCED_FILES_MAX {
+                    let oldest = files.pop_front().expect("non-empty");
+                    drop(files);
+                    if let Err(e) = self.sync_region(&*oldest, 0, oldest.len()) {
+                        self.poison(format!("sync failed: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Everything committed: in the files, synced, watermark persisted.
+    fn sync_everything(&self, committed: u64) -> std::io::Result<()> {
+        let _io = self.io_lock.lock().expect("lock");
+        self.write_back(committed)?;
+        for f in self.unsynced_files.lock().expect("lock").drain(..) {
+            self.sync_region(&*f, 0, f.len())?;
+        }
+        let prev = self.ctl.durable_seq();
+        self.sync_active(prev)?;
+        self.ctl.set_durable_seq(committed);
+        self.ctl.durable_event().notify();
         Ok(())
     }
 }
@@ -242,8 +393,8 @@ pub struct Journal {
     _lock: Box<dyn Send + Sync>,
 }
 
-// SAFETY: `base` points into `cur`'s mapping, which the Journal owns through
-// an Arc; the Journal is used by one thread at a time (&mut self).
+// SAFETY: `base` points into `cur`'s stage, which the Journal keeps alive
+// through its Arc; the Journal is used by one thread at a time (&mut self).
 unsafe impl Send for Journal {}
 
 /// Current wall-clock time in ns since the Unix epoch (vDSO, no syscall).
@@ -298,7 +449,6 @@ impl Journal {
         let next_seq = scan.next_seq;
         let last_seq = next_seq - 1;
         let journal_id = scan.journal_id.unwrap_or_else(|| now_ns() ^ ((std::process::id() as u64) << 32));
-
         let mut generation = scan
             .segments
             .iter()
@@ -307,42 +457,63 @@ impl Journal {
             .map(|(g, _)| g)
             .max()
             .unwrap_or(0);
-        // Name rolled prepared segments and clear everything after the end.
-        let mut segs: Vec<Arc<Segment>> = Vec::new();
+
+        // Name rolled prepared segments; sync every file, since an earlier
+        // writer that crashed may have left records only in the page cache,
+        // and everything found here is reported durable.
         for s in &scan.segments {
             let final_name = segment_name(s.header.first_seq);
             if s.name != final_name {
                 storage.rename(&s.name, &final_name).map_err(io("rename"))?;
             }
-            segs.push(Segment::new(s.region.clone(), final_name, s.header.first_seq, s.end_offset));
+            s.region.sync(0, s.region.len()).map_err(io("sync"))?;
         }
-        let (cur, offset) = match (segs.last(), scan.segments.last()) {
-            (Some(seg), Some(s)) => {
+        let (cur, offset) = match scan.segments.last() {
+            Some(s) => {
                 let len = s.region.len();
-                // SAFETY: writable mapping of `len` bytes owned by `seg`.
-                let bytes = unsafe { std::slice::from_raw_parts_mut(s.region.ptr(), len) };
-                let tail = &mut bytes[s.end_offset..];
-                if tail.iter().any(|&b| b != 0) {
-                    tail.fill(0);
+                // SAFETY: the mapping lives as long as `s.region`.
+                let bytes = unsafe { std::slice::from_raw_parts(s.region.ptr(), len) };
+                // Clear whatever a torn or unsynced tail left after the end.
+                if let Some(first_dirty) = bytes[s.end_offset..].iter().position(|&b| b != 0) {
+                    let zeros = vec![0u8; 1 << 20];
+                    let mut at = s.end_offset + first_dirty;
+                    while at < len {
+                        let n = (len - at).min(zeros.len());
+                        s.region.write_at(at, &zeros[..n]).map_err(io("truncate"))?;
+                        at += n;
+                    }
                 }
+                let stage = Stage::new(len).map_err(io("allocate stage"))?;
+                // SAFETY: fresh stage of `len` bytes.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), stage.ptr(), s.end_offset) };
+                let seg = Segment::new(s.region.clone(), stage, segment_name(s.header.first_seq), s.header.first_seq, s.end_offset);
                 if repaired_below || scan.watermark > last_seq {
                     // After a repair the promise holds only up to the repair
                     // point; a newer generation in the last header says so.
                     generation += 1;
-                    write_watermark(&mut bytes[..SEGMENT_HEADER_BYTES], generation, last_seq);
+                    write_watermark(seg.stage_header_mut(), generation, last_seq);
+                    seg.file.write_at(0, seg.staged(0, SEGMENT_HEADER_BYTES)).map_err(io("write header"))?;
                 }
                 s.region.sync(0, len).map_err(io("sync"))?;
-                (seg.clone(), s.end_offset)
+                (seg, s.end_offset)
             }
-            _ => {
+            None => {
                 // Created under a temporary name and renamed once its header
                 // is written, so no reader ever sees a final name without one.
                 let tmp = format!("{PREPARED_PREFIX}{journal_id:016x}-initial.seg");
-                let region = storage.create(&tmp, opts.segment_bytes as usize).map_err(io("create segment"))?;
-                let seg = Segment::new(region, segment_name(next_seq), next_seq, SEGMENT_HEADER_BYTES);
+                let len = opts.segment_bytes as usize;
+                let file = storage.create(&tmp, len).map_err(io("create segment"))?;
+                let seg = Segment::new(
+                    file,
+                    Stage::new(len).map_err(io("allocate stage"))?,
+                    segment_name(next_seq),
+                    next_seq,
+                    SEGMENT_HEADER_BYTES,
+                );
                 SegmentHeader { segment_bytes: opts.segment_bytes, first_seq: next_seq, created_ns: now_ns(), journal_id }
-                    .write(seg.header_mut());
-                seg.region.sync(0, SEGMENT_HEADER_BYTES).map_err(io("sync"))?;
+                    .write(seg.stage_header_mut());
+                seg.file.write_at(0, seg.staged(0, SEGMENT_HEADER_BYTES)).map_err(io("write header"))?;
+                seg.file.sync(0, SEGMENT_HEADER_BYTES).map_err(io("sync"))?;
                 storage.rename(&tmp, &segment_name(next_seq)).map_err(io("rename"))?;
                 (seg, SEGMENT_HEADER_BYTES)
             }
@@ -357,7 +528,7 @@ impl Journal {
             first_seq: scan.first_seq,
             next_seq,
             persisted_watermark: scan.watermark,
-            segments: segs.len().max(1),
+            segments: scan.segments.len().max(1),
             truncated_at: scan.damage.clone(),
             repaired_below_watermark: repaired_below,
             dropped_segments: dropped,
@@ -374,6 +545,11 @@ impl Journal {
             prepared: Mutex::new(VecDeque::new()),
             to_rename: Mutex::new(Vec::new()),
             active: Mutex::new(vec![cur.clone()]),
+            unsynced_files: Mutex::new(VecDeque::new()),
+            stage_pool: Mutex::new(Vec::new()),
+            io_lock: Mutex::new(()),
+            committed: AtomicU64::new(last_seq),
+            wb_word: AtomicU32::new(0),
             prep_word: AtomicU32::new(0),
             ready_word: AtomicU32::new(0),
             prep_error: Mutex::new(None),
@@ -381,6 +557,7 @@ impl Journal {
             failure: Mutex::new(None),
             release_below: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
+            abandon: AtomicBool::new(false),
             watermark_gen: AtomicU64::new(generation),
             prepared_counter: AtomicU64::new(0),
             stats: Mutex::new(WriterStats::default()),
@@ -396,25 +573,23 @@ impl Journal {
                 .spawn(move || preparer(s))
                 .map_err(|e| JournalError::io("spawn", desc.clone(), e))?,
         );
-        if opts.durability == Durability::Batch {
+        if opts.durability != Durability::Always {
             let s = shared.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("journal-flush".into())
-                    .spawn(move || flusher(s))
+                    .spawn(move || writeback(s))
                     .map_err(|e| JournalError::io("spawn", desc.clone(), e))?,
             );
         }
 
-        let base = cur.region.ptr();
-        let seg_len = cur.region.len();
         Ok(Journal {
             max_payload: max_payload(opts.segment_bytes),
             durability: opts.durability,
+            base: cur.stage_ptr,
+            seg_len: cur.stage_len,
             shared,
             cur,
-            base,
-            seg_len,
             offset,
             next_seq,
             threads,
@@ -432,6 +607,11 @@ impl Journal {
     /// Sequence number the next record gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Last sequence number copied into the files and visible to readers.
+    pub fn published_seq(&self) -> u64 {
+        self.shared.ctl.published_seq()
     }
 
     /// Last sequence number covered by a completed sync.
@@ -490,32 +670,41 @@ impl Journal {
     fn roll(&mut self) -> Result<(), JournalError> {
         let next = self.take_prepared()?;
         // Everything up to here is final; readers go on at the next segment.
-        if self.offset + 4 <= self.seg_len {
-            // SAFETY: in bounds, 4-aligned; atomic like every `len` word.
-            unsafe { (*(self.base.add(self.offset) as *const AtomicU32)).store(END_OF_SEGMENT, Ordering::Release) };
-            self.cur.written_end.store(self.offset + RECORD_ALIGN.min(self.seg_len - self.offset), Ordering::Release);
+        if self.offset + RECORD_ALIGN <= self.seg_len {
+            put_u32(self.stage_mut(self.offset, RECORD_ALIGN), R_SIZE, END_OF_SEGMENT);
+            self.cur.written_end.store(self.offset + RECORD_ALIGN, Ordering::Release);
         }
         self.cur.sealed.store(true, Ordering::Release);
 
+        // The preparer zeroed the stage's header page.
         SegmentHeader {
-            segment_bytes: next.region.len() as u64,
+            segment_bytes: next.stage_len as u64,
             first_seq: self.next_seq,
             created_ns: now_ns(),
             journal_id: self.shared.journal_id,
         }
-        .write(next.header_mut());
+        .write(next.stage_header_mut());
         next.first_seq.store(self.next_seq, Ordering::Release);
-        next.written_end.store(SEGMENT_HEADER_BYTES, Ordering::Release);
+        next.header_dirty.store(true, Ordering::Release);
         self.shared.active.lock().expect("lock").push(next.clone());
         self.shared.to_rename.lock().expect("lock").push(next.clone());
         Event(&self.shared.prep_word).notify();
 
-        self.base = next.region.ptr();
-        self.seg_len = next.region.len();
+        self.base = next.stage_ptr;
+        self.seg_len = next.stage_len;
         self.offset = SEGMENT_HEADER_BYTES;
         self.cur = next;
         self.shared.stats.lock().expect("lock").rolls += 1;
         Ok(())
+    }
+
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    fn stage_mut(&self, at: usize, len: usize) -> &mut [u8] {
+        debug_assert!(at + len <= self.seg_len);
+        // SAFETY: bytes at or past the write head of the current stage are
+        // touched by nobody but the writer (&mut self at every caller).
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(at), len) }
     }
 
     fn take_prepared(&mut self) -> Result<Arc<Segment>, JournalError> {
@@ -566,19 +755,17 @@ impl Journal {
                 let watch = self.durability_watch();
                 while !watch.wait(last, Duration::from_secs(1))? {}
             }
-            Durability::None | Durability::Always => self.sync_inline(last)?,
+            Durability::None | Durability::Always => self.sync_everything(last)?,
         }
         Ok(last)
     }
 
-    fn sync_inline(&mut self, last: u64) -> Result<(), JournalError> {
-        let prev = self.shared.ctl.durable_seq();
-        if let Err(e) = self.shared.sync_active(prev) {
+    fn sync_everything(&mut self, last: u64) -> Result<(), JournalError> {
+        if let Err(e) = self.shared.sync_everything(last) {
             self.shared.poison(format!("sync failed: {e}"));
             return Err(self.shared.poison_error());
         }
-        self.shared.ctl.set_durable_seq(last);
-        self.shared.ctl.durable_event().notify();
+        self.shared.retire();
         Ok(())
     }
 
@@ -593,18 +780,15 @@ impl Journal {
             return Ok(());
         }
         self.closed = true;
+        // The writeback thread finishes what is committed, then stops.
+        self.stop_threads();
         let result = if self.shared.poisoned.load(Ordering::Acquire) {
             Err(self.shared.poison_error())
         } else {
-            // Stop the flusher first so the final syncs run here alone.
-            self.stop_threads();
             let last = self.next_seq - 1;
-            self.sync_inline(last).and_then(|_| {
-                // A second pass persists the watermark that covers the first.
-                self.shared.sync_active(last).map_err(|e| JournalError::io("sync", self.shared.storage.describe(), e))
-            })
+            // Two passes: the second persists the watermark the first earned.
+            self.sync_everything(last).and_then(|_| self.sync_everything(last))
         };
-        self.stop_threads();
         for seg in self.shared.prepared.lock().expect("lock").drain(..) {
             let name = seg.name.lock().expect("lock").clone();
             let _ = self.shared.storage.remove(&name);
@@ -617,17 +801,18 @@ impl Journal {
     fn stop_threads(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
         Event(&self.shared.prep_word).notify();
-        self.shared.ctl.data_event().notify();
+        Event(&self.shared.wb_word).notify();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 
-    /// Simulates a crash: stops the background threads without any final
-    /// sync or cleanup (tests only).
+    /// Simulates a crash: stops the background threads at once, without
+    /// finishing writeback, syncing or cleaning up (tests only).
     #[doc(hidden)]
     pub fn abandon(mut self) {
         self.closed = true;
+        self.shared.abandon.store(true, Ordering::Release);
         self.stop_threads();
     }
 }
@@ -655,33 +840,33 @@ impl Reservation<'_> {
         unsafe { std::slice::from_raw_parts_mut(self.j.base.add(self.j.offset + RECORD_HEADER_BYTES), self.len) }
     }
 
-    /// Writes the header, publishes the record and returns its sequence.
+    /// Writes the header and commits the record; returns its sequence.
     #[inline]
     pub fn commit(self, kind: u16, version: u16, timestamp_ns: u64) -> Result<u64, JournalError> {
         let j = self.j;
         let len = self.len;
         let total = record_bytes(len);
         let seq = j.next_seq;
-        // SAFETY: as in `payload`.
-        let rec = unsafe { std::slice::from_raw_parts_mut(j.base.add(j.offset), total) };
+        let rec = j.stage_mut(j.offset, total);
         put_u64(rec, R_SEQ, seq);
         put_u64(rec, R_TIMESTAMP, timestamp_ns);
         put_u16(rec, R_KIND, kind);
         put_u16(rec, R_VERSION, version);
         put_u32(rec, R_PAYLOAD_LEN, len as u32);
-        let (head, payload) = rec.split_at_mut(RECORD_HEADER_BYTES);
-        let crc = record_crc(total as u32, &head[R_SEQ..], payload);
-        put_u32(head, R_CRC, crc);
-        // Publication: `size` last, with release ordering (see `read_slot`).
-        // SAFETY: 4-aligned word inside the record.
-        unsafe { (*(j.base.add(j.offset) as *const AtomicU32)).store(total as u32, Ordering::Release) };
+        // A reused stage may hold old bytes where the padding goes.
+        rec[RECORD_HEADER_BYTES + len..].fill(0);
+        put_u32(rec, R_SIZE, total as u32);
+        let crc = record_crc(&rec[R_SEQ..]);
+        put_u32(rec, R_CRC, crc);
         j.offset += total;
         j.next_seq += 1;
+        // Release: the writeback thread copies bytes below `written_end`.
         j.cur.written_end.store(j.offset, Ordering::Release);
-        j.shared.ctl.set_published_seq(seq);
-        j.shared.ctl.data_event().notify();
+        j.shared.committed.store(seq, Ordering::Release);
         if j.durability == Durability::Always {
-            j.sync_inline(seq)?;
+            j.sync_everything(seq)?;
+        } else {
+            Event(&j.shared.wb_word).notify();
         }
         Ok(seq)
     }
@@ -718,25 +903,42 @@ impl DurabilityWatch {
     }
 }
 
-fn flusher(s: Arc<Shared>) {
-    let mut durable = s.ctl.durable_seq();
+/// Copies committed records into the files, publishes them, and under
+/// `batch` syncs as soon as the previous sync ends.
+fn writeback(s: Arc<Shared>) {
+    let batch = s.opts.durability == Durability::Batch;
+    let mut visible = s.ctl.published_seq();
     loop {
-        let published = s.ctl.published_seq();
-        if published > durable {
-            if let Err(e) = s.sync_active(durable) {
-                s.poison(format!("sync failed: {e}"));
-                return;
-            }
-            durable = published;
-            s.ctl.set_durable_seq(durable);
-            s.ctl.durable_event().notify();
-            continue;
-        }
-        if s.shutdown.load(Ordering::Acquire) {
+        let stopping = s.shutdown.load(Ordering::Acquire);
+        if s.abandon.load(Ordering::Acquire) {
             return;
         }
-        s.ctl.data_event().wait(
-            || s.ctl.published_seq() > durable || s.shutdown.load(Ordering::Acquire),
+        let committed = s.committed.load(Ordering::Acquire);
+        if committed > visible {
+            let io = s.io_lock.lock().expect("lock");
+            let result = s.write_back(committed).and_then(|_| {
+                if batch {
+                    let prev = s.ctl.durable_seq();
+                    s.sync_active(prev)?;
+                    s.ctl.set_durable_seq(committed);
+                    s.ctl.durable_event().notify();
+                }
+                Ok(())
+            });
+            drop(io);
+            if let Err(e) = result {
+                s.poison(format!("writeback failed: {e}"));
+                return;
+            }
+            visible = committed;
+            s.retire();
+            continue;
+        }
+        if stopping {
+            return;
+        }
+        Event(&s.wb_word).wait(
+            || s.committed.load(Ordering::Acquire) > visible || s.shutdown.load(Ordering::Acquire),
             s.opts.flusher_spin,
             Duration::from_millis(500),
         );
@@ -754,6 +956,13 @@ fn preparer(s: Arc<Shared>) {
         if !rolled.is_empty() {
             for seg in &rolled {
                 let final_name = segment_name(seg.first_seq.load(Ordering::Acquire));
+                // The header first, so a file under its final name always
+                // says which sequence it starts at (the writeback thread
+                // writes the same bytes; the fixed header never changes).
+                if let Err(e) = seg.file.write_at(0, seg.staged(0, H_FIXED_END)) {
+                    tracing::error!(error = %e, "segment header write failed; recovery will name it");
+                    continue;
+                }
                 let mut name = seg.name.lock().expect("lock");
                 match s.storage.rename(&name, &final_name) {
                     Ok(()) => *name = final_name,
@@ -764,9 +973,6 @@ fn preparer(s: Arc<Shared>) {
                 tracing::error!(error = %e, "directory sync failed");
             }
             s.ctl.data_event().notify();
-            if s.opts.durability == Durability::None {
-                sync_sealed(&s);
-            }
         }
         if stopping {
             return;
@@ -811,21 +1017,25 @@ fn preparer(s: Arc<Shared>) {
     }
 }
 
-/// Under `none` nothing syncs while the writer runs, so the preparer syncs
-/// each segment the writer has sealed, in the background: the loss window
-/// after a power cut is bounded by the current segment, and sealed segments
-/// can be recycled.
-fn sync_sealed(s: &Shared) {
-    let sealed: Vec<Arc<Segment>> = s.active.lock().expect("lock").iter().filter(|a| a.sealed.load(Ordering::Acquire)).cloned().collect();
-    for seg in sealed {
-        let end = seg.written_end.load(Ordering::Acquire);
-        if let Err(e) = s.sync_region(&*seg.region, 0, end) {
-            s.poison(format!("sync failed: {e}"));
-            return;
+/// A stage for a new segment: a retired one reused, or fresh memory.
+fn take_stage(s: &Shared) -> std::io::Result<Stage> {
+    let len = s.opts.segment_bytes as usize;
+    let reused = {
+        let mut pool = s.stage_pool.lock().expect("lock");
+        pool.retain(|st| st.len() == len);
+        pool.pop()
+    };
+    match reused {
+        Some(st) => {
+            // Only the header page must start zeroed: the writer lays every
+            // record byte it commits (padding included), and nothing past
+            // the write head is ever copied to the file.
+            // SAFETY: the stage is owned here.
+            unsafe { std::ptr::write_bytes(st.ptr(), 0, SEGMENT_HEADER_BYTES) };
+            Ok(st)
         }
-        seg.synced_end.store(end, Ordering::Release);
+        None => Stage::new(len),
     }
-    s.active.lock().expect("lock").retain(|a| !a.is_fully_synced());
 }
 
 /// Creates a fresh segment or recycles the oldest released one.
@@ -833,35 +1043,33 @@ fn prepare_one(s: &Shared) -> std::io::Result<Arc<Segment>> {
     let n = s.prepared_counter.fetch_add(1, Ordering::Relaxed);
     let name = format!("{PREPARED_PREFIX}{:016x}-{n}.seg", s.journal_id);
     let header = SegmentHeader { segment_bytes: s.opts.segment_bytes, first_seq: 0, created_ns: now_ns(), journal_id: s.journal_id };
+    let mut page = vec![0u8; SEGMENT_HEADER_BYTES];
+    header.write(&mut page);
 
     if let Some(old) = recyclable(s)? {
         s.storage.rename(&old, &name)?;
-        let region = s.storage.open(&name, true)?;
-        if region.len() as u64 == s.opts.segment_bytes {
-            // SAFETY: the writer no longer uses this file; nothing else writes it.
-            let bytes = unsafe { std::slice::from_raw_parts_mut(region.ptr(), region.len()) };
-            bytes[..SEGMENT_HEADER_BYTES].fill(0);
-            header.write(&mut bytes[..SEGMENT_HEADER_BYTES]);
-            // The header must not claim the old first sequence after a crash.
-            region.sync(0, SEGMENT_HEADER_BYTES)?;
-            // Zero the body: the writer relies on zeros past its head, and
-            // this also leaves every page resident and writable.
-            bytes[SEGMENT_HEADER_BYTES..].fill(0);
+        let file = s.storage.open(&name, true)?;
+        if file.len() as u64 == s.opts.segment_bytes {
+            // The header must not claim the old first sequence after a
+            // crash. The old records behind it need no erasing: their
+            // sequence numbers can never follow the new ones, so recovery
+            // and readers stop at them.
+            file.write_at(0, &page)?;
+            file.sync(0, SEGMENT_HEADER_BYTES)?;
             s.stats.lock().expect("lock").segments_recycled += 1;
-            return Ok(Segment::new(region, name, 0, SEGMENT_HEADER_BYTES));
+            return Ok(Segment::new(file, take_stage(s)?, name, 0, SEGMENT_HEADER_BYTES));
         }
         // Size changed by configuration: drop it and create a fresh one.
-        drop(region);
+        drop(file);
         s.storage.remove(&name)?;
     }
 
-    let region = s.storage.create(&name, s.opts.segment_bytes as usize)?;
-    // SAFETY: fresh mapping, not yet shared.
-    header.write(unsafe { std::slice::from_raw_parts_mut(region.ptr(), SEGMENT_HEADER_BYTES) });
-    region.sync(0, SEGMENT_HEADER_BYTES)?;
+    let file = s.storage.create(&name, s.opts.segment_bytes as usize)?;
+    file.write_at(0, &page)?;
+    file.sync(0, SEGMENT_HEADER_BYTES)?;
     s.storage.sync_dir()?;
     s.stats.lock().expect("lock").segments_created += 1;
-    Ok(Segment::new(region, name, 0, SEGMENT_HEADER_BYTES))
+    Ok(Segment::new(file, take_stage(s)?, name, 0, SEGMENT_HEADER_BYTES))
 }
 
 /// The oldest segment file whose records all lie below the release mark and

@@ -82,10 +82,11 @@ fn reservation_writes_in_place_and_drop_writes_nothing() {
         // dropped: never committed
     }
     assert_eq!(j.append(9, 1, 6, b"world").unwrap(), 2);
+    // Readers see records once the writeback thread has published them.
     let mut r = Reader::open_with(storage, None, 1, false).unwrap();
-    assert_eq!(r.try_next().unwrap().unwrap().payload, b"hello");
-    assert_eq!(r.try_next().unwrap().unwrap().payload, b"world");
-    assert!(r.try_next().unwrap().is_none());
+    assert_eq!(r.next_timeout(Duration::from_secs(5)).unwrap().unwrap().payload, b"hello");
+    assert_eq!(r.next_timeout(Duration::from_secs(5)).unwrap().unwrap().payload, b"world");
+    assert!(r.next_timeout(Duration::from_millis(50)).unwrap().is_none());
 }
 
 #[test]

@@ -101,18 +101,23 @@ fn damage_above_the_watermark_is_truncated_silently_and_cleanly() {
         for _ in 0..n {
             append_seq(&mut j, MAX_LEN);
         }
+        // Wait until the records are in the files (not synced), then crash.
+        let t = std::time::Instant::now();
+        while j.published_seq() < n && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::yield_now();
+        }
         j.abandon();
         let scan0 = scan(&*storage, false).unwrap();
         assert_eq!(scan0.watermark, 0);
         let places = places(&storage);
         let (seg, off, seq) = places[rng.random_range(0..places.len())].clone();
         let size = storage.with_file(&seg, |b| format::get_u32(b, off)).unwrap() as usize;
-        // Flip a random bit of record `seq`, or cut the segment inside it.
-        let at = off + rng.random_range(0..size);
+        // Flip a random bit of record `seq`, or cut the segment where it starts.
         if round % 2 == 0 {
+            let at = off + rng.random_range(0..size);
             storage.with_file(&seg, |b| b[at] ^= 1 << rng.random_range(0..8));
         } else {
-            storage.with_file(&seg, |b| b[at..].fill(0));
+            storage.with_file(&seg, |b| b[off..].fill(0));
         }
         let j = Journal::open_with(storage.clone(), opts()).unwrap();
         assert_eq!(j.next_seq(), seq, "round {round}: truncated right before the damaged record");

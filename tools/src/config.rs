@@ -111,7 +111,12 @@ impl Default for JournalConfig {
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
-        SupervisorConfig { restart_backoff_initial_ms: 200, restart_backoff_max_ms: 30_000, healthy_after_ms: 10_000, shutdown_grace_ms: 10_000 }
+        SupervisorConfig {
+            restart_backoff_initial_ms: 200,
+            restart_backoff_max_ms: 30_000,
+            healthy_after_ms: 10_000,
+            shutdown_grace_ms: 10_000,
+        }
     }
 }
 
@@ -261,10 +266,7 @@ mod tests {
             jail.set_env("OTEDAMA_JOURNAL__SEGMENT_BYTES", "262144");
             jail.set_env("OTEDAMA_JOURNAL__PREPARE_AHEAD", "4");
             jail.set_env("OTEDAMA_UNRELATED_TEST_VARIABLE", "ignored");
-            let flags = Overrides {
-                journal: JournalOverrides { segment_bytes: Some(524288), ..Default::default() },
-                ..Default::default()
-            };
+            let flags = Overrides { journal: JournalOverrides { segment_bytes: Some(524288), ..Default::default() }, ..Default::default() };
             let c = load(Some(&file), &flags).map_err(|e| e.to_string())?;
             assert_eq!(c.journal.segment_bytes, 524288, "flag wins");
             assert_eq!(c.journal.prepare_ahead, 4, "env beats file");

@@ -139,12 +139,24 @@ pub fn run(cmd: JournalCmd, journal_cfg: &crate::config::JournalConfig) -> Resul
                     })
                 );
             } else {
-                println!("journal {}: {} segments, records {}..={} ({}), persisted durable watermark {}", dir.display(), sc.segments.len(), sc.first_seq, last, sc.records, sc.watermark);
+                println!(
+                    "journal {}: {} segments, records {}..={} ({}), persisted durable watermark {}",
+                    dir.display(),
+                    sc.segments.len(),
+                    sc.first_seq,
+                    last,
+                    sc.records,
+                    sc.watermark
+                );
                 match &sc.damage {
                     None => println!("ok: every record checks out"),
                     Some(d) if below => println!(
                         "DAMAGED at or below the durable watermark: segment {}, offset {}, sequence {}: {}\n  `otedama journal repair {}` truncates there",
-                        d.segment, d.offset, d.seq, d.reason, dir.display()
+                        d.segment,
+                        d.offset,
+                        d.seq,
+                        d.reason,
+                        dir.display()
                     ),
                     Some(d) => println!(
                         "ok up to {last}; unsynced tail ends at segment {}, offset {}, sequence {} ({}); the next open truncates it",
@@ -188,10 +200,8 @@ pub fn run(cmd: JournalCmd, journal_cfg: &crate::config::JournalConfig) -> Resul
             let bytes: u64 = sc.segments.iter().map(|s| s.region.len() as u64).sum();
             let snaps = Snapshots::open(&dir, journal_cfg.snapshots_keep)?.list()?;
             let readers = retention::readers(&dir)?;
-            let kinds_json: Vec<_> = per_kind
-                .iter()
-                .map(|(k, (n, b))| json!({"kind": k, "name": kinds::name(*k), "records": n, "payload_bytes": b}))
-                .collect();
+            let kinds_json: Vec<_> =
+                per_kind.iter().map(|(k, (n, b))| json!({"kind": k, "name": kinds::name(*k), "records": n, "payload_bytes": b})).collect();
             let writer_pid = r.writer_alive().then(|| r.published_seq());
             if json {
                 println!(

@@ -221,7 +221,10 @@ pub fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Con
     // Only known keys come from the environment: other OTEDAMA_* variables
     // (a test harness's, say) must not break the start.
     let known = key_paths();
-    let env = Env::prefixed("OTEDAMA_").split("__").filter(move |k| known.iter().any(|p| p.as_str() == k.as_str()));
+    let env = Env::prefixed("OTEDAMA_").filter_map(move |k| {
+        let path = k.as_str().to_ascii_lowercase().replace("__", ".");
+        known.iter().any(|p| *p == path).then(|| path.into())
+    });
     fig = fig.merge(env).merge(Serialized::defaults(overrides));
     let cfg: Config = fig.extract().context("invalid configuration")?;
     cfg.journal.options().validate()?;
@@ -258,6 +261,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the error type
     fn precedence_is_flag_over_env_over_file_over_default() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");

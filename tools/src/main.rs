@@ -130,7 +130,9 @@ fn standalone(cfg: &Config, cli_config: Option<&PathBuf>) -> Result<i32> {
     for spec in &specs {
         println!("  role {:<8} starting: {} {}", spec.name, spec.program.display(), spec.args.join(" "));
     }
-    supervisor::run(specs, &policy, &signals)?;
+    for r in supervisor::run(specs, &policy, &signals)? {
+        println!("  role {:<8} started {} times, last exit: {}", r.name, r.starts, r.last_exit.as_deref().unwrap_or("-"));
+    }
     println!("otedama standalone: stopped cleanly");
     Ok(0)
 }

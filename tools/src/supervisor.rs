@@ -69,6 +69,7 @@ impl SignalFlag {
     }
 
     /// For tests: behave as if `sig` arrived.
+    #[cfg(test)]
     pub fn raise(&self, sig: i32) {
         self.0.store(sig as usize, Ordering::Release);
     }

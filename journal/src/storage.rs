@@ -277,6 +277,8 @@ struct SimState {
     durable_names: BTreeMap<String, u64>,
     /// Fails every `create` with ENOSPC while set.
     disk_full: bool,
+    /// Fails every sync with EIO while set.
+    fail_syncs: bool,
 }
 
 /// In-memory storage with explicit page cache and disk, for power-loss tests.
@@ -316,6 +318,9 @@ impl Region for SimRegion {
         let end = (offset + len).min(self.cache.len);
         let bytes = self.cache.copy_out(offset, end - offset);
         let mut st = self.state.lock().expect("sim lock");
+        if st.fail_syncs {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         if let Some(f) = st.files.get_mut(&self.id) {
             f.disk[offset..end].copy_from_slice(&bytes);
         }
@@ -346,6 +351,11 @@ impl SimStorage {
     /// Makes every later `create` fail with ENOSPC (or succeed again).
     pub fn set_disk_full(&self, full: bool) {
         self.state.lock().expect("sim lock").disk_full = full;
+    }
+
+    /// Makes every later sync fail with EIO (or succeed again).
+    pub fn set_fail_syncs(&self, fail: bool) {
+        self.state.lock().expect("sim lock").fail_syncs = fail;
     }
 
     /// Cuts the power now: returns the storage a restart would find. Synced

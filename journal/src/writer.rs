@@ -542,9 +542,15 @@ impl Journal {
             storage,
             ctl,
             journal_id,
-            prepared: Mutex::new(VecDeque::new()),
-            to_rename: Mutex::new(Vec::new()),
-            active: Mutex::new(vec![cur.clone()]),
+            prepared: Mutex::new(VecDeque::with_capacity(17)),
+            // Capacities so that a roll (which pushes to both) allocates
+            // nothing in steady state.
+            to_rename: Mutex::new(Vec::with_capacity(16)),
+            active: Mutex::new({
+                let mut v = Vec::with_capacity(64);
+                v.push(cur.clone());
+                v
+            }),
             unsynced_files: Mutex::new(VecDeque::new()),
             stage_pool: Mutex::new(Vec::new()),
             io_lock: Mutex::new(()),
@@ -947,12 +953,14 @@ fn writeback(s: Arc<Shared>) {
 
 fn preparer(s: Arc<Shared>) {
     let mut backoff = Duration::from_millis(10);
+    let mut rolled: Vec<Arc<Segment>> = Vec::with_capacity(16);
     loop {
         // Read before taking the renames, so the last roll before a
         // shutdown is always renamed.
         let stopping = s.shutdown.load(Ordering::Acquire);
         // Give rolled segments their final names.
-        let rolled: Vec<Arc<Segment>> = std::mem::take(&mut *s.to_rename.lock().expect("lock"));
+        // Drained, not taken, so the writer's pushes at roll never allocate.
+        rolled.extend(s.to_rename.lock().expect("lock").drain(..));
         if !rolled.is_empty() {
             for seg in &rolled {
                 let final_name = segment_name(seg.first_seq.load(Ordering::Acquire));
@@ -973,6 +981,7 @@ fn preparer(s: Arc<Shared>) {
                 tracing::error!(error = %e, "directory sync failed");
             }
             s.ctl.data_event().notify();
+            rolled.clear();
         }
         if stopping {
             return;

@@ -206,3 +206,23 @@ fn full_disk_is_an_error_not_a_half_written_record() {
     j.close().unwrap();
     assert_eq!(read_all_checked(storage, 64), last + 1);
 }
+
+#[test]
+fn a_failed_sync_poisons_the_journal_and_is_reported() {
+    let storage = Arc::new(SimStorage::new());
+    let mut j = Journal::open_with(storage.clone(), small(Durability::Batch)).unwrap();
+    let watch = j.durability_watch();
+    let s = append_seq(&mut j, 64);
+    assert!(watch.wait(s, Duration::from_secs(5)).unwrap());
+    storage.set_fail_syncs(true);
+    let s = append_seq(&mut j, 64);
+    // The record is never reported durable: the waiter gets the failure.
+    match watch.wait(s, Duration::from_secs(5)) {
+        Err(JournalError::Poisoned(m)) => assert!(m.contains("Input/output error"), "{m}"),
+        other => panic!("expected the sync failure, got {other:?}"),
+    }
+    assert!(j.durable_seq() < s);
+    // And every later append fails instead of pretending.
+    assert!(matches!(j.append(1, 1, 0, b"x"), Err(JournalError::Poisoned(_))));
+    assert!(j.close().is_err(), "close reports the failure too");
+}

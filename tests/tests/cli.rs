@@ -192,3 +192,33 @@ fn journal_tail_follows_a_live_writer_in_another_process() {
     assert_eq!(lines[1999]["seq"], 2001);
     j.close().unwrap();
 }
+
+#[test]
+fn journal_retain_archives_what_the_snapshot_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = tempfile::tempdir().unwrap();
+    journal_with(dir.path(), 1500);
+    let p = dir.path().to_str().unwrap();
+    let mut c = otedama();
+    c.args(["journal", "retain", p, "--json"]);
+    let (out, stdout, _) = run(c);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["snapshot_seq"], Value::Null, "no snapshot: nothing goes");
+
+    otedama_journal::snapshot::Snapshots::open(dir.path(), 3).unwrap().write(1500, b"state").unwrap();
+    let mut c = otedama();
+    c.args(["journal", "retain", p, "--json"]).env("OTEDAMA_JOURNAL__ARCHIVE_DIR", archive.path());
+    let (out, stdout, stderr) = run(c);
+    assert!(out.status.success(), "{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let archived = v["archived"].as_array().unwrap().len();
+    assert!(archived >= 1);
+    assert_eq!(std::fs::read_dir(archive.path()).unwrap().count(), archived);
+    // dump with the archive still sees every record.
+    let mut c = otedama();
+    c.args(["journal", "dump", p, "--from", "1", "--json", "--archive", archive.path().to_str().unwrap()]);
+    let (out, stdout, _) = run(c);
+    assert!(out.status.success());
+    assert_eq!(stdout.lines().count(), 1500);
+}

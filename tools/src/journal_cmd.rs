@@ -59,6 +59,14 @@ pub enum JournalCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Apply retention: remove (or move to `journal.archive_dir`) segments
+    /// older than the newest snapshot minus `journal.retention_margin_records`
+    /// and already consumed by every registered reader.
+    Retain {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Truncate at the first damage, even below the durable watermark, and
     /// report what was dropped.
     Repair {
@@ -239,6 +247,32 @@ pub fn run(cmd: JournalCmd, journal_cfg: &crate::config::JournalConfig) -> Resul
                 }
                 for (name, seq) in &readers {
                     println!("  reader         {name} at {seq}");
+                }
+            }
+            Ok(0)
+        }
+        JournalCmd::Retain { dir, json } => {
+            let policy = retention::RetentionPolicy {
+                margin_records: journal_cfg.retention_margin_records,
+                archive: (!journal_cfg.archive_dir.as_os_str().is_empty()).then(|| journal_cfg.archive_dir.clone()),
+            };
+            let rep = retention::apply(&dir, journal_cfg.snapshots_keep, &policy)?;
+            if json {
+                println!("{}", serde_json::to_string(&rep)?);
+            } else {
+                match rep.snapshot_seq {
+                    None => println!("no snapshot yet: every segment is kept"),
+                    Some(s) => println!(
+                        "newest snapshot covers {s}; segments wholly below {} may go{}",
+                        rep.limit_seq,
+                        rep.slowest_reader.as_ref().map(|(n, q)| format!(" (slowest reader {n} at {q})")).unwrap_or_default()
+                    ),
+                }
+                for n in &rep.removed {
+                    println!("removed {n}");
+                }
+                for n in &rep.archived {
+                    println!("archived {n}");
                 }
             }
             Ok(0)

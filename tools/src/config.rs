@@ -223,7 +223,7 @@ pub fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Con
     let known = key_paths();
     let env = Env::prefixed("OTEDAMA_").filter_map(move |k| {
         let path = k.as_str().to_ascii_lowercase().replace("__", ".");
-        known.iter().any(|p| *p == path).then(|| path.into())
+        known.contains(&path).then(|| path.into())
     });
     fig = fig.merge(env).merge(Serialized::defaults(overrides));
     let cfg: Config = fig.extract().context("invalid configuration")?;

@@ -157,7 +157,12 @@ fn append_run(dir: &Path, a: &Args, p: &Plan, clock: Clock) -> Result<AppendRun>
         }
         (j, append_records as f64 / el, cpu, h)
     });
-    // Scan everything back on the writer's core.
+    // Scan everything back on the writer's core, once the writeback thread
+    // has published it all.
+    let t = Instant::now();
+    while j.published_seq() < total && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let dir2 = dir.to_owned();
     let core = a.writer_core;
     let scan_rate = run_on(core, move || -> Result<f64> {
@@ -235,7 +240,9 @@ fn planned_ns(i: u64, rate: u64) -> u64 {
 
 /// Our journal under `batch`: saturation rate, or paced latency when
 /// `rate` is given.
-fn batch_run(dir: &Path, a: &Args, p: &Plan, rate: Option<u64>, clock: Clock) -> Result<(f64, Histogram<u64>)> {
+/// Returns (durable records/s, append→durable histogram, process CPU ns per
+/// durable record).
+fn batch_run(dir: &Path, a: &Args, p: &Plan, rate: Option<u64>, clock: Clock) -> Result<(f64, Histogram<u64>, f64)> {
     let j = open(dir, a, Durability::Batch, 2)?;
     let watch = j.durability_watch();
     let duration = if rate.is_some() { p.paced } else { p.saturation };
@@ -275,6 +282,7 @@ fn batch_run(dir: &Path, a: &Args, p: &Plan, rate: Option<u64>, clock: Clock) ->
         })
     };
 
+    let cpu0 = harness::process_cpu_ns();
     let (j, count, elapsed) = run_on(a.writer_core, {
         let planned = planned.clone();
         move || {
@@ -323,16 +331,17 @@ fn batch_run(dir: &Path, a: &Args, p: &Plan, rate: Option<u64>, clock: Clock) ->
         let _ = j.durability_watch().wait(j.next_seq() - 1, Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(20));
     }
+    let cpu = (harness::process_cpu_ns() - cpu0) as f64 / count.max(1) as f64;
     done.store(true, Ordering::Release);
     let h = observer.join().expect("observer");
     drop(j);
-    Ok((count as f64 / elapsed, h))
+    Ok((count as f64 / elapsed, h, cpu))
 }
 
 /// The baseline group commit: the writer encodes records into a ring, the
 /// flusher writes everything since its last sync with one `pwrite` (two
 /// when the ring wraps) and calls `fdatasync`.
-fn baseline_batch_run(dir: &Path, a: &Args, p: &Plan, rate: Option<u64>, clock: Clock) -> Result<(f64, Histogram<u64>)> {
+fn baseline_batch_run(dir: &Path, a: &Args, p: &Plan, rate: Option<u64>, clock: Clock) -> Result<(f64, Histogram<u64>, f64)> {
     let rec = otedama_journal::format::record_bytes(a.payload_bytes) as u64;
     let ring_bytes = p.max_ahead * rec * 2;
     let file_bytes = ring_bytes;
@@ -398,6 +407,7 @@ fn baseline_batch_run(dir: &Path, a: &Args, p: &Plan, rate: Option<u64>, clock: 
 
     let payload = vec![0xA5u8; a.payload_bytes];
     let max_ahead_bytes = p.max_ahead * rec;
+    let cpu0 = harness::process_cpu_ns();
     let (count, elapsed) = run_on(a.writer_core, {
         let (ring, head, durable, planned) = (ring.clone(), head.clone(), durable.clone(), planned.clone());
         move || {
@@ -448,9 +458,10 @@ fn baseline_batch_run(dir: &Path, a: &Args, p: &Plan, rate: Option<u64>, clock: 
             std::thread::sleep(Duration::from_micros(100));
         }
     }
+    let cpu = (harness::process_cpu_ns() - cpu0) as f64 / count.max(1) as f64;
     done.store(true, Ordering::Release);
     let h = flusher.join().expect("flusher");
-    Ok((count as f64 / elapsed, h))
+    Ok((count as f64 / elapsed, h, cpu))
 }
 
 fn q(h: &Histogram<u64>, quantile: f64) -> f64 {
@@ -516,18 +527,20 @@ pub fn run(a: &Args) -> Result<Value> {
         push(&mut v, "baseline_append_records_per_sec", brate);
         merge(&mut hists, "baseline append (pwrite) per record", &bh);
 
-        let (rate, _) = batch_run(&d.join("batch"), a, &p, None, clock)?;
+        let (rate, _, cpu) = batch_run(&d.join("batch"), a, &p, None, clock)?;
         push(&mut v, "batch_durable_records_per_sec", rate);
+        push(&mut v, "batch_cpu_ns_per_durable_record", cpu);
         std::fs::remove_dir_all(d.join("batch"))?;
-        let (rate, _) = baseline_batch_run(&d, a, &p, None, clock)?;
+        let (rate, _, cpu) = baseline_batch_run(&d, a, &p, None, clock)?;
         push(&mut v, "baseline_durable_records_per_sec", rate);
+        push(&mut v, "baseline_cpu_ns_per_durable_record", cpu);
 
-        let (_, h) = batch_run(&d.join("paced"), a, &p, Some(p.paced_rate), clock)?;
+        let (_, h, _) = batch_run(&d.join("paced"), a, &p, Some(p.paced_rate), clock)?;
         push(&mut v, "batch_durable_p50_us", q(&h, 0.5) / 1e3);
         push(&mut v, "batch_durable_p99_us", q(&h, 0.99) / 1e3);
         merge(&mut hists, "batch append→durable @100k/s", &h);
         std::fs::remove_dir_all(d.join("paced"))?;
-        let (_, h) = baseline_batch_run(&d, a, &p, Some(p.paced_rate), clock)?;
+        let (_, h, _) = baseline_batch_run(&d, a, &p, Some(p.paced_rate), clock)?;
         push(&mut v, "baseline_durable_p50_us", q(&h, 0.5) / 1e3);
         push(&mut v, "baseline_durable_p99_us", q(&h, 0.99) / 1e3);
         merge(&mut hists, "baseline append→durable @100k/s", &h);

@@ -656,6 +656,12 @@ impl Journal {
         r.commit(kind, version, timestamp_ns)
     }
 
+    /// Appends a heartbeat record (kind `heartbeat`, empty payload): an idle
+    /// writer's way to tell a merging reader how far it has got.
+    pub fn append_heartbeat(&mut self, timestamp_ns: u64) -> Result<u64, JournalError> {
+        self.append(crate::kinds::HEARTBEAT, 1, timestamp_ns, &[])
+    }
+
     /// Reserves room for a record of `len` payload bytes, to be written in
     /// place and then committed. Dropping the reservation writes nothing.
     #[inline]

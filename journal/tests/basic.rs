@@ -82,10 +82,13 @@ fn reservation_writes_in_place_and_drop_writes_nothing() {
         // dropped: never committed
     }
     assert_eq!(j.append(9, 1, 6, b"world").unwrap(), 2);
+    assert_eq!(j.append_heartbeat(7).unwrap(), 3);
     // Readers see records once the writeback thread has published them.
     let mut r = Reader::open_with(storage, None, 1, false).unwrap();
     assert_eq!(r.next_timeout(Duration::from_secs(5)).unwrap().unwrap().payload, b"hello");
     assert_eq!(r.next_timeout(Duration::from_secs(5)).unwrap().unwrap().payload, b"world");
+    let hb = r.next_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!((hb.kind, hb.timestamp_ns, hb.payload.len()), (otedama_journal::kinds::HEARTBEAT, 7, 0));
     assert!(r.next_timeout(Duration::from_millis(50)).unwrap().is_none());
 }
 

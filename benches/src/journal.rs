@@ -239,6 +239,22 @@ fn planned_ns(i: u64, rate: u64) -> u64 {
     i * 1_000_000_000 / rate
 }
 
+/// Open loop: waits for record `i`'s planned send time and records it for
+/// the latency observer; false once the schedule's capacity is used up.
+fn send_at_planned_time(clock: Clock, start_ns: u64, i: u64, rate: u64, planned: &[AtomicU64]) -> bool {
+    let due = start_ns + planned_ns(i, rate);
+    while clock.now_ns() < due {
+        std::hint::spin_loop();
+    }
+    match planned.get(i as usize) {
+        Some(slot) => {
+            slot.store(due, Ordering::Release);
+            true
+        }
+        None => false,
+    }
+}
+
 /// Our journal under `batch`: saturation rate, or paced latency when
 /// `rate` is given.
 /// Returns (durable records/s, append→durable histogram, process CPU ns per
@@ -315,13 +331,7 @@ fn batch_run(dir: &Path, a: &Args, p: &Plan, rate: Option<u64>, clock: Clock) ->
             while t0.elapsed() < duration {
                 match rate {
                     Some(r) => {
-                        let due = start_ns + planned_ns(i, r);
-                        while clock.now_ns() < due {
-                            std::hint::spin_loop();
-                        }
-                        if (i as usize) < planned.len() {
-                            planned[i as usize].store(due, Ordering::Release);
-                        } else {
+                        if !send_at_planned_time(clock, start_ns, i, r, &planned) {
                             break;
                         }
                     }
@@ -437,13 +447,7 @@ fn baseline_batch_run(dir: &Path, a: &Args, p: &Plan, rate: Option<u64>, clock: 
             let mut tmp = vec![0u8; rec as usize];
             while t0.elapsed() < duration {
                 if let Some(r) = rate {
-                    let due = start_ns + planned_ns(i, r);
-                    while clock.now_ns() < due {
-                        std::hint::spin_loop();
-                    }
-                    if (i as usize) < planned.len() {
-                        planned[i as usize].store(due, Ordering::Release);
-                    } else {
+                    if !send_at_planned_time(clock, start_ns, i, r, &planned) {
                         break;
                     }
                 }

@@ -285,15 +285,12 @@ struct SimState {
 #[derive(Clone, Default)]
 pub struct SimStorage {
     state: Arc<Mutex<SimState>>,
-    /// When set, `Region::sync` does nothing: a storage that lies about syncs.
-    lying: bool,
 }
 
 struct SimRegion {
     id: u64,
     cache: Arc<Buf>,
     state: Arc<Mutex<SimState>>,
-    lying: bool,
 }
 
 impl Region for SimRegion {
@@ -312,9 +309,6 @@ impl Region for SimRegion {
         Ok(())
     }
     fn sync(&self, offset: usize, len: usize) -> io::Result<()> {
-        if self.lying {
-            return Ok(());
-        }
         let end = (offset + len).min(self.cache.len);
         let bytes = self.cache.copy_out(offset, end - offset);
         let mut st = self.state.lock().expect("sim lock");
@@ -341,11 +335,6 @@ pub struct PowerLoss {
 impl SimStorage {
     pub fn new() -> SimStorage {
         SimStorage::default()
-    }
-
-    /// A storage whose syncs are no-ops (used to show the tests catch it).
-    pub fn lying() -> SimStorage {
-        SimStorage { lying: true, ..SimStorage::default() }
     }
 
     /// Makes every later `create` fail with ENOSPC (or succeed again).
@@ -391,7 +380,7 @@ impl SimStorage {
             next.names.insert(name.clone(), *id);
             next.durable_names.insert(name.clone(), *id);
         }
-        SimStorage { state: Arc::new(Mutex::new(next)), lying: self.lying }
+        SimStorage { state: Arc::new(Mutex::new(next)) }
     }
 
     /// Bytes of a file as the page cache holds them now (tests corrupt
@@ -424,14 +413,14 @@ impl Storage for SimStorage {
         let cache = Arc::new(Buf::zeroed(len));
         st.files.insert(id, SimFile { cache: cache.clone(), disk: vec![0; len] });
         st.names.insert(name.to_owned(), id);
-        Ok(Arc::new(SimRegion { id, cache, state: self.state.clone(), lying: self.lying }))
+        Ok(Arc::new(SimRegion { id, cache, state: self.state.clone() }))
     }
 
     fn open(&self, name: &str, _writable: bool) -> io::Result<Arc<dyn Region>> {
         let st = self.state.lock().expect("sim lock");
         let id = *st.names.get(name).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, name.to_owned()))?;
         let cache = st.files[&id].cache.clone();
-        Ok(Arc::new(SimRegion { id, cache, state: self.state.clone(), lying: self.lying }))
+        Ok(Arc::new(SimRegion { id, cache, state: self.state.clone() }))
     }
 
     fn shared_memory(&self, name: &str, len: usize) -> io::Result<Arc<dyn Region>> {
@@ -455,9 +444,6 @@ impl Storage for SimStorage {
     }
 
     fn sync_dir(&self) -> io::Result<()> {
-        if self.lying {
-            return Ok(());
-        }
         let mut st = self.state.lock().expect("sim lock");
         st.durable_names = st.names.clone();
         Ok(())

@@ -210,7 +210,7 @@ pub fn run(cmd: JournalCmd, journal_cfg: &crate::config::JournalConfig) -> Resul
             let readers = retention::readers(&dir)?;
             let kinds_json: Vec<_> =
                 per_kind.iter().map(|(k, (n, b))| json!({"kind": k, "name": kinds::name(*k), "records": n, "payload_bytes": b})).collect();
-            let writer_pid = r.writer_alive().then(|| r.published_seq());
+            let live_published = r.writer_alive().then(|| r.published_seq());
             if json {
                 println!(
                     "{}",
@@ -235,7 +235,7 @@ pub fn run(cmd: JournalCmd, journal_cfg: &crate::config::JournalConfig) -> Resul
                 println!("  segments       {} ({} MiB on disk)", sc.segments.len(), bytes >> 20);
                 println!("  records        {} ({}..={}), {} payload bytes", sc.records, sc.first_seq, sc.next_seq - 1, payload_total);
                 println!("  watermark      {} persisted", sc.watermark);
-                match writer_pid {
+                match live_published {
                     Some(p) => println!("  writer         alive: published {p}, durable {}", r.durable_seq()),
                     None => println!("  writer         none"),
                 }

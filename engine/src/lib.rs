@@ -1,6 +1,17 @@
-//! Deterministic, sans-I/O state machines: order books and ledger, pool math,
-//! the devnet chain and DeFi math.
+//! Deterministic, sans-I/O state machines: the ledger and (to come) order
+//! books, pool math, the devnet chain and DeFi math.
 //!
-//! Not built yet: the matching-core issue fills this crate. The engine never
-//! does I/O, never reads a clock and never spawns a thread (see
-//! `ARCHITECTURE.md`).
+//! The engine never does I/O, never reads a clock, never draws randomness
+//! and never iterates an unordered map: time and randomness arrive as
+//! command fields, so its state is a pure function of (snapshot, journal).
+//!
+//! Built so far: [`ledger`], the accounts × assets balance sheet with
+//! holds, in integer minor units. The order books, matching, instruments'
+//! trading rules, events, snapshots and replay come with the rest of the
+//! matching-core work.
+
+pub mod ledger;
+pub mod types;
+
+pub use ledger::{Balance, Ledger, LedgerLimits};
+pub use types::{AccountId, AssetId, Reject};

@@ -325,7 +325,8 @@ impl Reader {
             return false;
         }
         match &self.region {
-            None => true,
+            // Nothing to read until a writer starts, which signals the event.
+            None => false,
             Some(r) => {
                 // SAFETY: in bounds of the mapping.
                 !matches!(unsafe { read_slot(r.ptr(), r.len(), self.offset, self.next_seq) }, Slot::Empty) || self.writer_restarted()

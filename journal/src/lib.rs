@@ -1,9 +1,12 @@
 //! Otedama's append-only journal: the log the engine, the pool and the cold
 //! path share.
 //!
-//! - One writer ([`Journal`]) appends records into fixed-size, preallocated,
-//!   pre-faulted segment files mapped with `mmap`. Appending under the
-//!   `none` and `batch` policies makes no syscall and no heap allocation.
+//! - One writer ([`Journal`]) appends records into fixed-size, preallocated
+//!   segment files, building each record in place in pre-faulted memory that
+//!   mirrors the segment; a writeback thread copies committed records into
+//!   the file. Appending under the `none` and `batch` policies makes no heap
+//!   allocation and no syscall (one futex wake when the writeback thread has
+//!   gone idle). Readers map the segment files read-only.
 //! - Durability is a policy ([`Durability`]); the durable watermark is
 //!   published to callers and persisted in segment headers, so recovery
 //!   knows which records it promised.

@@ -39,7 +39,8 @@ use crate::storage::{FileStorage, Region, Storage};
 pub enum Durability {
     /// Page cache only; synced at close.
     None,
-    /// Group commit: a background flusher syncs continuously.
+    /// Group commit: the writeback thread syncs as soon as the previous
+    /// sync ends.
     #[default]
     Batch,
     /// Every append syncs before it returns.
@@ -66,7 +67,7 @@ pub struct Options {
     pub durability: Durability,
     /// Segments kept allocated and pre-faulted ahead of the writer.
     pub prepare_ahead: usize,
-    /// How long the flusher spins for new records before it parks.
+    /// How long the writeback thread spins for new records before it parks.
     pub flusher_spin: Duration,
     /// Truncate at the first damage even below the durable watermark
     /// (`otedama journal repair`). Off: such damage fails the open.
@@ -1106,7 +1107,7 @@ fn prepare_one(s: &Shared) -> std::io::Result<Arc<Segment>> {
 }
 
 /// The oldest segment file whose records all lie below the release mark and
-/// that the flusher no longer needs.
+/// that the writeback thread no longer needs.
 fn recyclable(s: &Shared) -> std::io::Result<Option<String>> {
     let release = s.release_below.load(Ordering::Relaxed);
     if release == 0 {

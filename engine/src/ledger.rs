@@ -134,6 +134,16 @@ impl Ledger {
         Ok(())
     }
 
+    /// Like [`Ledger::transfer`], but moving to the same account is a no-op
+    /// (a fee paid by the fee account to itself).
+    pub fn transfer_or_same(&mut self, from: AccountId, to: AccountId, asset: AssetId, amount: u64) -> Result<(), Reject> {
+        if from == to || amount == 0 {
+            self.index(from, asset)?;
+            return Ok(());
+        }
+        self.transfer(from, to, asset, amount)
+    }
+
     /// Moves `amount` from available to held (an order's reservation).
     pub fn hold(&mut self, account: AccountId, asset: AssetId, amount: u64) -> Result<(), Reject> {
         let i = self.index(account, asset)?;

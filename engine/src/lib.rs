@@ -10,8 +10,11 @@
 //! trading rules, events, snapshots and replay come with the rest of the
 //! matching-core work.
 
+pub mod book;
+pub mod exchange;
 pub mod ledger;
 pub mod types;
 
+pub use exchange::{CancelReason, Command, CommandKind, Event, Exchange, InstrumentSpec, Limits, OrderType, Status, TimeInForce};
 pub use ledger::{Balance, Ledger, LedgerLimits};
-pub use types::{AccountId, AssetId, Reject};
+pub use types::{AccountId, AssetId, InstrumentId, OrderId, Reject, Side};

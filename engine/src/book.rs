@@ -12,7 +12,7 @@ use crate::types::{AccountId, InstrumentId, OrderId, Side};
 pub const NIL: u32 = u32::MAX;
 
 /// A set of level indices with fast min/max, 64-ary levels of bits.
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct LevelSet {
     /// `layers[0]` has one bit per level; each next layer one bit per word
     /// of the layer below.
@@ -86,7 +86,7 @@ impl LevelSet {
 }
 
 /// One price level: a FIFO of resting orders.
-#[derive(Debug, Clone, Copy)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy)]
 pub struct Level {
     pub head: u32,
     pub tail: u32,
@@ -101,7 +101,7 @@ impl Default for Level {
 }
 
 /// One side of one instrument's book.
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct Ladder {
     pub levels: Vec<Level>,
     pub present: LevelSet,
@@ -114,7 +114,7 @@ impl Ladder {
 }
 
 /// A resting or in-flight order.
-#[derive(Debug, Clone, Copy)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy)]
 pub struct Order {
     pub id: OrderId,
     pub account: AccountId,
@@ -155,7 +155,7 @@ impl Order {
 }
 
 /// The preallocated order store with a LIFO free list (deterministic reuse).
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct OrderStore {
     pub orders: Vec<Order>,
     generations: Vec<u32>,

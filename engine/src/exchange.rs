@@ -33,7 +33,7 @@ use crate::ledger::{Ledger, LedgerLimits};
 use crate::types::*;
 
 /// Bounds fixed at start-up.
-#[derive(Debug, Clone, Copy)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy)]
 pub struct Limits {
     pub accounts_max: u32,
     pub assets_max: u16,
@@ -45,14 +45,14 @@ pub struct Limits {
     pub fee_account: AccountId,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Trading,
     Halted,
 }
 
 /// An instrument's definition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InstrumentSpec {
     pub id: InstrumentId,
     pub symbol: [u8; 16],
@@ -243,6 +243,7 @@ pub enum Event {
     },
 }
 
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Instrument {
     spec: InstrumentSpec,
     bids: Ladder,
@@ -293,6 +294,7 @@ fn floor_bps(n: u64, bps: u64) -> u64 {
 }
 
 /// The exchange.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Exchange {
     limits: Limits,
     ledger: Ledger,
@@ -317,6 +319,50 @@ impl Exchange {
             next_match_id: 1,
             next_seq: 1,
         }
+    }
+
+    /// The whole state, serialised with rkyv: the payload of a snapshot.
+    /// Equal states give equal bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("serialising in-memory state cannot fail").to_vec()
+    }
+
+    /// Rebuilds an exchange from [`Exchange::snapshot`] bytes, validating them
+    /// first: damaged bytes are an error, never a panic.
+    pub fn restore(bytes: &[u8]) -> Result<Exchange, String> {
+        // rkyv wants its input aligned; copy into an aligned buffer.
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        let ex = rkyv::from_bytes::<Exchange, rkyv::rancor::Error>(&aligned).map_err(|e| format!("invalid exchange snapshot: {e}"))?;
+        ex.check_consistent()?;
+        Ok(ex)
+    }
+
+    /// SHA-256 of the canonical serialised state.
+    pub fn state_hash(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.snapshot()).into()
+    }
+
+    /// Structural checks a restored state must pass before it is trusted:
+    /// sizes agree with the limits and every resting order sits on a valid
+    /// level of a known instrument.
+    fn check_consistent(&self) -> Result<(), String> {
+        let l = &self.limits;
+        let ok = self.instruments.len() == l.instruments_max as usize
+            && self.orders.orders.len() == l.orders_max as usize
+            && self.account_orders.len() == l.accounts_max as usize
+            && self.ledger.limits() == LedgerLimits { accounts_max: l.accounts_max, assets_max: l.assets_max };
+        if !ok {
+            return Err("snapshot sizes disagree with its limits".into());
+        }
+        for o in self.orders.orders.iter().filter(|o| o.live) {
+            let inst = self.instrument(o.instrument).map_err(|_| "resting order on an unknown instrument".to_string())?;
+            if Self::check_price(&inst.spec, o.price).is_err() || o.account.0 >= l.accounts_max {
+                return Err("resting order outside its instrument's band".into());
+            }
+        }
+        self.ledger.check_invariants().map_err(|a| format!("ledger does not add up for asset {}", a.0))
     }
 
     pub fn ledger(&self) -> &Ledger {

@@ -11,14 +11,14 @@
 use crate::types::{AccountId, AssetId, Reject};
 
 /// Bounds fixed at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LedgerLimits {
     pub accounts_max: u32,
     pub assets_max: u16,
 }
 
 /// One account's position in one asset.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Balance {
     pub available: u64,
     pub held: u64,
@@ -30,7 +30,7 @@ impl Balance {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct Ledger {
     limits: LedgerLimits,
     open: Vec<bool>,

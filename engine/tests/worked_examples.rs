@@ -16,7 +16,14 @@ const QUOTE: AssetId = AssetId(1);
 const I: InstrumentId = InstrumentId(0);
 
 fn setup() -> (Exchange, Vec<Event>) {
-    let mut ex = Exchange::new(Limits { accounts_max: 10, assets_max: 2, instruments_max: 1, orders_max: 64, levels_max: 100_000, fee_account: FEE });
+    let mut ex = Exchange::new(Limits {
+        accounts_max: 10,
+        assets_max: 2,
+        instruments_max: 1,
+        orders_max: 64,
+        levels_max: 100_000,
+        fee_account: FEE,
+    });
     let mut out = Vec::new();
     let spec = InstrumentSpec {
         id: I,
@@ -76,8 +83,26 @@ fn gtc_limit_rests_then_fills_as_maker_with_rebate() {
     // maker rebate floor(800,000×2/10⁴) = 160.
     ex.apply(&limit(B, Side::Buy, 20_100, 40, TimeInForce::Gtc), &mut out);
     let b_id = accepted(&out);
-    assert!(out.contains(&Event::Executed { match_id: 1, order: a_id, account: A, maker: true, price: 20_000, qty: 40, fee: -160, leaves: 60 }));
-    assert!(out.contains(&Event::Executed { match_id: 1, order: b_id, account: B, maker: false, price: 20_000, qty: 40, fee: 800, leaves: 0 }));
+    assert!(out.contains(&Event::Executed {
+        match_id: 1,
+        order: a_id,
+        account: A,
+        maker: true,
+        price: 20_000,
+        qty: 40,
+        fee: -160,
+        leaves: 60
+    }));
+    assert!(out.contains(&Event::Executed {
+        match_id: 1,
+        order: b_id,
+        account: B,
+        maker: false,
+        price: 20_000,
+        qty: 40,
+        fee: 800,
+        leaves: 0
+    }));
     // B: 10,000,000 − 800,000 − 800 = 9,199,200 quote, nothing held; +40 base.
     assert_eq!(bal(&ex, B, QUOTE), (9_199_200, 0));
     assert_eq!(bal(&ex, B, BASE), (1_040, 0));
@@ -129,7 +154,16 @@ fn market_buy_with_protection_stops_at_the_worst_price() {
     ex.apply(&limit(A, Side::Sell, 100, 10, TimeInForce::Gtc), &mut out);
     ex.apply(&limit(A, Side::Sell, 110, 10, TimeInForce::Gtc), &mut out);
     out.clear();
-    let cmd = Command { ts: 2, kind: CommandKind::NewOrder { account: B, instrument: I, side: Side::Buy, qty: 20, order: OrderType::Market { protection: Some(105), budget: None } } };
+    let cmd = Command {
+        ts: 2,
+        kind: CommandKind::NewOrder {
+            account: B,
+            instrument: I,
+            side: Side::Buy,
+            qty: 20,
+            order: OrderType::Market { protection: Some(105), budget: None },
+        },
+    };
     ex.apply(&cmd, &mut out);
     // Takes the 10 at 100, refuses 110 > 105, cancels 10.
     assert_eq!(out.iter().filter(|e| matches!(e, Event::Executed { maker: false, qty: 10, price: 100, .. })).count(), 1);
@@ -145,7 +179,16 @@ fn market_buy_with_a_quote_budget_spends_at_most_the_budget() {
     out.clear();
     // Budget 5,500 at price 1,000 and 10 bps: 5 units cost 5,000 + 5 = 5,005;
     // 6 would cost 6,006 > 5,500. So 5 fill and the budget stops it.
-    let cmd = Command { ts: 2, kind: CommandKind::NewOrder { account: B, instrument: I, side: Side::Buy, qty: 100, order: OrderType::Market { protection: None, budget: Some(5_500) } } };
+    let cmd = Command {
+        ts: 2,
+        kind: CommandKind::NewOrder {
+            account: B,
+            instrument: I,
+            side: Side::Buy,
+            qty: 100,
+            order: OrderType::Market { protection: None, budget: Some(5_500) },
+        },
+    };
     ex.apply(&cmd, &mut out);
     assert!(out.iter().any(|e| matches!(e, Event::Executed { maker: false, qty: 5, price: 1_000, fee: 5, .. })));
     assert!(out.iter().any(|e| matches!(e, Event::Canceled { qty: 95, reason: CancelReason::BudgetExhausted, .. })));

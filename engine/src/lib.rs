@@ -11,6 +11,7 @@
 //! matching-core work.
 
 pub mod book;
+pub mod codec;
 pub mod exchange;
 pub mod ledger;
 pub mod types;

@@ -10,11 +10,15 @@
 /// (kind, name, owner, meaning)
 pub const REGISTRY: &[(u16, &str, &str, &str)] = &[
     (0x0001, "heartbeat", "journal", "a writer is alive and has nothing to record; payload: empty"),
+    (0x0100, "exchange_command", "engine", "one exchange command (engine/FORMAT.md)"),
+    (0x0200, "exchange_events", "engine", "the events of the command before it (engine/FORMAT.md)"),
     (0xF000, "test", "tests", "opaque test payload"),
     (0xF001, "bench", "benches", "opaque benchmark payload"),
 ];
 
 pub const HEARTBEAT: u16 = 0x0001;
+pub const EXCHANGE_COMMAND: u16 = 0x0100;
+pub const EXCHANGE_EVENTS: u16 = 0x0200;
 pub const TEST: u16 = 0xF000;
 pub const BENCH: u16 = 0xF001;
 

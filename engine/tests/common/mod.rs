@@ -86,9 +86,13 @@ impl Stream {
                 qty: rng.random_range(1..50),
                 order: OrderType::Market { protection: Some(2000), budget: (side == Side::Buy).then_some(100_000) },
             },
-            87..=92 if !self.live.is_empty() => {
+            87..=89 if !self.live.is_empty() => {
                 let (order, account) = pick(rng, &self.live);
                 CommandKind::Cancel { account, order, qty: 0 }
+            }
+            90..=92 if !self.live.is_empty() => {
+                let (order, account) = pick(rng, &self.live);
+                CommandKind::Amend { account, order, qty: 1 }
             }
             93..=98 if !self.live.is_empty() => {
                 let (order, account) = pick(rng, &self.live);

@@ -350,7 +350,11 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
             }
             let i = r.u16()?;
             let s = r.side()?;
-            CommandKind::MassCancel { account, instrument: (flags & 1 != 0).then_some(InstrumentId(i)), side: (flags & 2 != 0).then_some(s) }
+            CommandKind::MassCancel {
+                account,
+                instrument: (flags & 1 != 0).then_some(InstrumentId(i)),
+                side: (flags & 2 != 0).then_some(s),
+            }
         }
         t => return Err(CodecError::UnknownTag(t)),
     };
@@ -490,7 +494,13 @@ pub fn decode_events(bytes: &[u8], out: &mut Vec<Event>) -> Result<u64, CodecErr
             },
             6 => Event::Replaced { old: OrderId(r.u64()?), new: OrderId(r.u64()?), account: AccountId(r.u32()?) },
             7 => Event::Amended { order: OrderId(r.u64()?), account: AccountId(r.u32()?), leaves: r.u64()? },
-            8 => Event::BookAdd { order: OrderId(r.u64()?), instrument: InstrumentId(r.u16()?), side: r.side()?, price: r.i64()?, qty: r.u64()? },
+            8 => Event::BookAdd {
+                order: OrderId(r.u64()?),
+                instrument: InstrumentId(r.u16()?),
+                side: r.side()?,
+                price: r.i64()?,
+                qty: r.u64()?,
+            },
             9 => Event::BookExecute { order: OrderId(r.u64()?), qty: r.u64()? },
             10 => Event::BookReduce { order: OrderId(r.u64()?), qty: r.u64()? },
             11 => Event::BookDelete { order: OrderId(r.u64()?) },

@@ -15,6 +15,7 @@ pub mod codec;
 pub mod exchange;
 pub mod ledger;
 pub mod types;
+pub mod workload;
 
 pub use exchange::{CancelReason, Command, CommandKind, Event, Exchange, InstrumentSpec, Limits, OrderType, Status, TimeInForce};
 pub use ledger::{Balance, Ledger, LedgerLimits};

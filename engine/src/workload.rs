@@ -143,7 +143,7 @@ impl Workload {
     }
 
     /// The next command.
-    pub fn next(&mut self) -> Command {
+    pub fn next_command(&mut self) -> Command {
         self.ts += 1;
         let r = self.below(100);
         let kind = match self.mix {
@@ -257,7 +257,7 @@ mod tests {
         }
         let (mut execs, mut rejects) = (0, 0);
         for _ in 0..200_000 {
-            let c = w.next();
+            let c = w.next_command();
             out.clear();
             ex.apply(&c, &mut out);
             w.observe(&out);

@@ -26,7 +26,7 @@ fn journaled_run_replays_to_the_same_state() {
     let mut snap_at = 0;
     let mut ev: Vec<Event> = Vec::new();
     for i in 0..100_000 {
-        let c = w.next();
+        let c = w.next_command();
         let (s, events) = seq.submit(&c).unwrap();
         ev.clear();
         ev.extend_from_slice(events);

@@ -3,5 +3,8 @@
 //! latency, prints HdrHistogram percentiles, runs its baseline in the same
 //! run with the same core layout, and ends with one JSON line.
 
+pub mod alloc;
+pub mod baseline_book;
 pub mod harness;
 pub mod journal;
+pub mod matching;

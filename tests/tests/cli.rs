@@ -70,7 +70,7 @@ fn standalone_says_plainly_what_it_starts() {
 
 #[test]
 fn subcommands_not_built_yet_say_so_and_fail() {
-    for args in [&["engine"][..], &["api"], &["keys"], &["mine"], &["loadgen"], &["tune"], &["trade"], &["bench", "matching"]] {
+    for args in [&["engine"][..], &["api"], &["keys"], &["mine"], &["loadgen"], &["tune"], &["trade"]] {
         let mut c = otedama();
         c.args(args);
         let (out, _, stderr) = run(c);

@@ -14,6 +14,10 @@ use clap::{Parser, Subcommand};
 
 use config::{Config, LogFormat, Overrides};
 
+/// Counts heap allocations per thread, so benchmarks can report them.
+#[global_allocator]
+static ALLOCATOR: otedama_benches::alloc::Counting = otedama_benches::alloc::Counting;
+
 #[derive(Debug, Parser)]
 #[command(name = "otedama", version, about = "Otedama: an engine for mining pools and exchanges")]
 pub struct Cli {
@@ -71,8 +75,8 @@ enum ConfigCmd {
 enum BenchCmd {
     /// Journal append, group commit and scan, against pwrite baselines.
     Journal(otedama_benches::journal::Args),
-    /// Matching engine (not built yet).
-    Matching,
+    /// The exchange state machine against a BTreeMap book, throughput and open-loop latency.
+    Matching(otedama_benches::matching::Args),
 }
 
 /// A role or tool that a later piece of work builds.
@@ -161,7 +165,7 @@ fn main() {
         }
         Cmd::Journal(j) => journal_cmd::run(j, &cfg.journal),
         Cmd::Bench { which: BenchCmd::Journal(args) } => otedama_benches::journal::run(&args).map(|_| 0),
-        Cmd::Bench { which: BenchCmd::Matching } => not_built("bench matching", "the matching-core issue builds it"),
+        Cmd::Bench { which: BenchCmd::Matching(args) } => otedama_benches::matching::run(&args).map(|_| 0),
         Cmd::Keys => not_built("keys", "the gateway issue builds the key store"),
         Cmd::Mine => not_built("mine", "a later issue builds the miner"),
         Cmd::Loadgen => not_built("loadgen", "later issues build the load generators"),

@@ -113,6 +113,20 @@ fn make(mix: Mix, n: usize) -> Stream {
     Stream { setup, warm: warm.to_vec(), timed: timed.to_vec() }
 }
 
+/// Trades (maker-side executions) the engine makes on the timed stream,
+/// to check the baseline did the same matching work.
+fn engine_trades(s: &Stream) -> u64 {
+    let mut ex = fresh(&s.setup, &s.warm);
+    let mut out = Vec::with_capacity(4096);
+    let mut trades = 0;
+    for c in &s.timed {
+        out.clear();
+        ex.apply(c, &mut out);
+        trades += out.iter().filter(|e| matches!(e, Event::Executed { maker: true, .. })).count() as u64;
+    }
+    trades
+}
+
 fn throughput(s: &Stream, core: usize) -> (f64, f64, f64, u64) {
     let mut ex = fresh(&s.setup, &s.warm);
     let timed = s.timed.clone();
@@ -138,12 +152,13 @@ fn baseline(s: &Stream, core: usize) -> (f64, u64) {
         for c in &all[..n_warm] {
             b.apply(c);
         }
+        let warm_trades = b.trades;
         let t0 = Instant::now();
         for c in &all[n_warm..] {
             b.apply(c);
         }
         let el = t0.elapsed().as_secs_f64();
-        ((all.len() - n_warm) as f64 / el, b.trades)
+        ((all.len() - n_warm) as f64 / el, b.trades - warm_trades)
     })
 }
 
@@ -313,11 +328,13 @@ pub fn run(a: &Args) -> Result<Value> {
     out.insert("quick".into(), json!(a.quick));
     for (mix, prefix) in [(Mix::ExchangeCore, ""), (Mix::Sweep, "sweep_")] {
         let s = make(mix, n);
+        let trades = engine_trades(&s);
         let mut v: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
         let mut hs = (harness::histogram(), harness::histogram());
         for run in 0..runs {
             let (ops, cpu, allocs, events) = throughput(&s, a.engine_core);
-            let (base, trades) = baseline(&s, a.engine_core);
+            let (base, base_trades) = baseline(&s, a.engine_core);
+            anyhow::ensure!(base_trades == trades, "the baseline made {base_trades} trades, the engine {trades}: not the same work");
             let l = latency(&s, a, clock, lat_seconds);
             v.entry("ops_per_sec_max").or_default().push(ops);
             v.entry("cpu_ns_per_op").or_default().push(cpu);

@@ -5,10 +5,10 @@
 //! and never iterates an unordered map: time and randomness arrive as
 //! command fields, so its state is a pure function of (snapshot, journal).
 //!
-//! Built so far: [`ledger`], the accounts × assets balance sheet with
-//! holds, in integer minor units. The order books, matching, instruments'
-//! trading rules, events, snapshots and replay come with the rest of the
-//! matching-core work.
+//! Built so far: the exchange ([`exchange`]: instruments, [`ledger`],
+//! order books in [`book`], matching, events, snapshots), its binary form
+//! ([`codec`], `engine/FORMAT.md`) and deterministic benchmark streams
+//! ([`workload`]). Pool math, the devnet chain and DeFi come later.
 
 pub mod book;
 pub mod codec;

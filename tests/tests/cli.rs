@@ -222,3 +222,43 @@ fn journal_retain_archives_what_the_snapshot_covers() {
     assert!(out.status.success());
     assert_eq!(stdout.lines().count(), 1500);
 }
+
+#[test]
+fn journal_replay_reaches_the_live_state_hash() {
+    use otedama_engine::workload::{Mix, Workload, limits};
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), Options { segment_bytes: 8 << 20, durability: Durability::None, ..Options::default() }).unwrap();
+    let mut seq = otedama_net::sequencer::Sequencer::new(otedama_engine::Exchange::new(limits()), j);
+    let mut w = Workload::new(Mix::Sweep, 3);
+    for c in w.setup() {
+        seq.submit(&c).unwrap();
+    }
+    let mut ev = Vec::new();
+    for i in 0..20_000 {
+        let c = w.next_command();
+        let (s, events) = seq.submit(&c).unwrap();
+        ev.clear();
+        ev.extend_from_slice(events);
+        w.observe(&ev);
+        if i == 10_000 {
+            otedama_journal::snapshot::Snapshots::open(dir.path(), 3).unwrap().write(s + 1, &seq.exchange().snapshot()).unwrap();
+        }
+    }
+    let live = hex_of(&seq.exchange().state_hash());
+    let (_, j) = seq.into_parts();
+    j.close().unwrap();
+    let l = limits();
+    let p = dir.path().to_str().unwrap();
+    for extra in [&[][..], &["--from-snapshot"][..]] {
+        let mut c = otedama();
+        c.args(["--engine-accounts-max", &l.accounts_max.to_string(), "--engine-assets-max", &l.assets_max.to_string()]);
+        c.args(["--engine-instruments-max", &l.instruments_max.to_string(), "--engine-orders-max", &l.orders_max.to_string()]);
+        c.args(["--engine-levels-max", &l.levels_max.to_string(), "--engine-fee-account", &l.fee_account.0.to_string()]);
+        c.args(["journal", "replay", p, "--json"]).args(extra);
+        let (out, stdout, stderr) = run(c);
+        assert!(out.status.success(), "{stderr}");
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["state_hash"], live, "{extra:?}");
+    }
+}

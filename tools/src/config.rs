@@ -26,6 +26,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub log: LogConfig,
     pub journal: JournalConfig,
+    pub engine: EngineConfig,
     pub supervisor: SupervisorConfig,
 }
 
@@ -64,6 +65,49 @@ pub struct JournalConfig {
     pub archive_dir: PathBuf,
 }
 
+/// Sizes of the exchange state machine, fixed at start-up (everything is
+/// allocated then). A journal must be replayed with the sizes it was
+/// written with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    pub accounts_max: u32,
+    pub assets_max: u16,
+    pub instruments_max: u16,
+    /// Resting orders the order store holds.
+    pub orders_max: u32,
+    /// Most price levels one instrument's band may span.
+    pub levels_max: u32,
+    /// The account that collects fees and pays rebates.
+    pub fee_account: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            accounts_max: 100_000,
+            assets_max: 64,
+            instruments_max: 256,
+            orders_max: 1 << 20,
+            levels_max: 1 << 20,
+            fee_account: 0,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn limits(&self) -> otedama_engine::Limits {
+        otedama_engine::Limits {
+            accounts_max: self.accounts_max,
+            assets_max: self.assets_max,
+            instruments_max: self.instruments_max,
+            orders_max: self.orders_max,
+            levels_max: self.levels_max,
+            fee_account: otedama_engine::AccountId(self.fee_account),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SupervisorConfig {
@@ -83,6 +127,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             log: LogConfig::default(),
             journal: JournalConfig::default(),
+            engine: EngineConfig::default(),
             supervisor: SupervisorConfig::default(),
         }
     }
@@ -146,6 +191,9 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "JournalOverrides::is_empty")]
     pub journal: JournalOverrides,
     #[command(flatten)]
+    #[serde(skip_serializing_if = "EngineOverrides::is_empty")]
+    pub engine: EngineOverrides,
+    #[command(flatten)]
     #[serde(skip_serializing_if = "SupervisorOverrides::is_empty")]
     pub supervisor: SupervisorOverrides,
 }
@@ -181,6 +229,15 @@ overrides!(JournalOverrides {
     snapshots_keep: usize = "journal-snapshots-keep", "snapshots kept [env: OTEDAMA_JOURNAL__SNAPSHOTS_KEEP]";
     retention_margin_records: u64 = "journal-retention-margin-records", "records kept before the newest snapshot [env: OTEDAMA_JOURNAL__RETENTION_MARGIN_RECORDS]";
     archive_dir: PathBuf = "journal-archive-dir", "archive for retired segments [env: OTEDAMA_JOURNAL__ARCHIVE_DIR]";
+});
+
+overrides!(EngineOverrides {
+    accounts_max: u32 = "engine-accounts-max", "ledger accounts [env: OTEDAMA_ENGINE__ACCOUNTS_MAX]";
+    assets_max: u16 = "engine-assets-max", "assets [env: OTEDAMA_ENGINE__ASSETS_MAX]";
+    instruments_max: u16 = "engine-instruments-max", "instruments [env: OTEDAMA_ENGINE__INSTRUMENTS_MAX]";
+    orders_max: u32 = "engine-orders-max", "resting orders [env: OTEDAMA_ENGINE__ORDERS_MAX]";
+    levels_max: u32 = "engine-levels-max", "price levels per instrument band [env: OTEDAMA_ENGINE__LEVELS_MAX]";
+    fee_account: u32 = "engine-fee-account", "fee account [env: OTEDAMA_ENGINE__FEE_ACCOUNT]";
 });
 
 overrides!(SupervisorOverrides {

@@ -163,7 +163,7 @@ fn main() {
             }
             Ok(0)
         }
-        Cmd::Journal(j) => journal_cmd::run(j, &cfg.journal),
+        Cmd::Journal(j) => journal_cmd::run(j, &cfg.journal, &cfg.engine),
         Cmd::Bench { which: BenchCmd::Journal(args) } => otedama_benches::journal::run(&args).map(|_| 0),
         Cmd::Bench { which: BenchCmd::Matching(args) } => otedama_benches::matching::run(&args).map(|_| 0),
         Cmd::Keys => not_built("keys", "the gateway issue builds the key store"),

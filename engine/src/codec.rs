@@ -333,6 +333,10 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
                     }
                     let p = r.i64()?;
                     let b = r.u64()?;
+                    // Absent values must be zero: one encoding per command.
+                    if (flags & 1 == 0 && p != 0) || (flags & 2 == 0 && b != 0) {
+                        return Err(CodecError::BadValue("absent market value is not zero"));
+                    }
                     OrderType::Market { protection: (flags & 1 != 0).then_some(p), budget: (flags & 2 != 0).then_some(b) }
                 }
                 _ => return Err(CodecError::BadValue("order type")),
@@ -350,6 +354,9 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
             }
             let i = r.u16()?;
             let s = r.side()?;
+            if (flags & 1 == 0 && i != 0) || (flags & 2 == 0 && s != Side::Buy) {
+                return Err(CodecError::BadValue("absent mass cancel filter is not zero"));
+            }
             CommandKind::MassCancel {
                 account,
                 instrument: (flags & 1 != 0).then_some(InstrumentId(i)),

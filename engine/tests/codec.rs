@@ -63,3 +63,24 @@ fn garbage_is_an_error_not_a_panic() {
     huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(decode_events(&huge, &mut out), Err(CodecError::Truncated));
 }
+
+#[test]
+fn each_command_has_one_encoding() {
+    // Found by fuzzing: a market order whose absent protection carried bytes.
+    let c = Command {
+        ts: 1,
+        kind: CommandKind::NewOrder {
+            account: AccountId(1),
+            instrument: InstrumentId(0),
+            side: Side::Buy,
+            qty: 5,
+            order: OrderType::Market { protection: None, budget: Some(10) },
+        },
+    };
+    let mut buf = Vec::new();
+    encode_command(&c, &mut buf);
+    assert_eq!(decode_command(&buf), Ok(c));
+    let flags_at = 8 + 1 + 4 + 2 + 1 + 8 + 1;
+    buf[flags_at + 1] = 7; // a byte of the absent protection price
+    assert_eq!(decode_command(&buf), Err(CodecError::BadValue("absent market value is not zero")));
+}

@@ -183,6 +183,15 @@ impl OrderStore {
         Some((slot, OrderId(((*g as u64) << 32) | slot as u64)))
     }
 
+    /// A new id for a live slot: exactly what `release` followed by
+    /// `alloc` would hand out (the LIFO free list returns the same slot
+    /// with the next generation), without touching the free list.
+    pub fn renew(&mut self, slot: u32) -> OrderId {
+        let g = &mut self.generations[slot as usize];
+        *g = g.wrapping_add(1);
+        OrderId(((*g as u64) << 32) | slot as u64)
+    }
+
     pub fn release(&mut self, slot: u32) {
         self.orders[slot as usize] = Order::EMPTY;
         self.free.push(slot);

@@ -920,6 +920,38 @@ impl Exchange {
             return Err(Reject::InsufficientBalance);
         }
         let (instrument, side) = (o.instrument, o.side);
+        // Fast path when the new price does not cross: the same events,
+        // balances and ids as cancel + new order (the slot comes back with
+        // the next generation either way), without freeing and re-taking
+        // the slot or releasing and re-taking the whole hold.
+        let crosses = match side {
+            Side::Buy => inst.best(Side::Sell).is_some_and(|i| inst.price_at(i) <= price),
+            Side::Sell => inst.best(Side::Buy).is_some_and(|i| inst.price_at(i) >= price),
+        };
+        if !crosses {
+            out.push(Event::Canceled { order, account, qty: o.leaves, leaves: 0, reason: CancelReason::Replaced });
+            out.push(Event::BookDelete { order });
+            self.unlink(slot);
+            let fail = "balance checked above";
+            if need > o.held {
+                self.ledger.hold(account, asset, need - o.held).expect(fail);
+            } else if o.held > need {
+                self.ledger.release(account, asset, o.held - need).expect(fail);
+            }
+            let new = self.orders.renew(slot);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let e = &mut self.orders.orders[slot as usize];
+            e.id = new;
+            e.price = price;
+            e.leaves = qty;
+            e.held = need;
+            e.seq = seq;
+            out.push(Event::Replaced { old: order, new, account });
+            out.push(Event::Accepted { order: new, account, instrument, side, price, qty });
+            self.rest(slot, out);
+            return Ok(());
+        }
         out.push(Event::Canceled { order, account, qty: o.leaves, leaves: 0, reason: CancelReason::Replaced });
         out.push(Event::BookDelete { order });
         self.unlink(slot);

@@ -1,6 +1,6 @@
 //! The exchange beside a naive, obviously correct reference: the model
 //! keeps resting orders in a plain Vec and finds the best one by scanning
-//! (best price, then earliest arrival). Both get the same seeded random
+//! (best price, then earliest time on the book). Both get the same seeded random
 //! commands; every event must match (order ids translated through the
 //! Accepted events), balances must match, and the ledger must conserve
 //! every asset after every command. A failing seed is printed; run it alone
@@ -77,7 +77,6 @@ struct MOrder {
     price: i64,
     leaves: u64,
     held: u64,
-    arrival: u64,
     rested_at: u64,
 }
 
@@ -235,7 +234,7 @@ impl Model {
             OrderType::Limit { price, .. } => price,
             OrderType::Market { .. } => limit.unwrap_or(0),
         };
-        let mut t = MOrder { id, account, instrument, side, price, leaves: qty, held: hold, arrival: self.clock, rested_at: 0 };
+        let mut t = MOrder { id, account, instrument, side, price, leaves: qty, held: hold, rested_at: 0 };
         out.push(Event::Accepted { order: OrderId(id), account, instrument, side, price, qty });
         if let OrderType::Limit { tif: TimeInForce::Fok, price } = order {
             let avail: u64 = self
@@ -254,7 +253,7 @@ impl Model {
         }
         let mut budget_stop = false;
         while t.leaves > 0 {
-            // The best opposite order: best price, then earliest arrival.
+            // The best opposite order: best price, then earliest on the book.
             let best = self
                 .book
                 .iter()
@@ -369,7 +368,6 @@ impl Model {
                 self.ledger.release(account, asset, t.held).unwrap();
             }
         }
-        let _ = t.arrival;
         Ok(())
     }
 

@@ -31,9 +31,12 @@ pub enum Slot<'a> {
 /// Reads the slot at `offset` of a segment mapped at `base` with `seg_len`
 /// bytes, expecting sequence `expected_seq`.
 ///
-/// The `size` word is read with acquire ordering: a writer stores it last,
-/// with release ordering, so a non-zero `size` means the rest of the record
-/// is complete, in this process or another.
+/// Callers decide how far it is safe to read: a live writer copies records
+/// into the files with `pwrite` and only then advances the control block's
+/// `published_seq`, so a reader reads up to that sequence (the kernel's copy
+/// gives no ordering between the bytes of one record). Without a live
+/// writer, every byte in the files is final, and this function's checks
+/// (size, payload length, sequence, CRC) decide what is a record.
 ///
 /// # Safety
 /// `base` must be valid for reads of `seg_len` bytes for `'a`, 8-aligned.

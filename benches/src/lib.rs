@@ -5,6 +5,8 @@
 
 pub mod alloc;
 pub mod baseline_book;
+pub mod gateway;
 pub mod harness;
 pub mod journal;
+pub mod loadgen;
 pub mod matching;

@@ -1,8 +1,9 @@
-//! The I/O shell of the hot path: runtime and shards, SPSC rings, wire codecs,
-//! sessions, servers, node RPC clients and the protocol client.
-//!
-//! Built so far: [`sequencer`], the engine shard's journal-apply-journal
-//! step and journal replay. The shards, rings and servers come with the
-//! gateway issue.
+//! Otedama's I/O shell: the order-entry gateway (io_uring I/O shards, the
+//! engine shard, rings), the binary protocol's codec and client, the key
+//! store, and the sequencer that journals and applies commands.
 
+pub mod client;
+pub mod gateway;
+pub mod keys;
 pub mod sequencer;
+pub mod wire;

@@ -41,3 +41,70 @@ pub fn run(mut c: Command) -> (Output, String, String) {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stdout, stderr)
 }
+
+/// A running `otedama` child whose stdout is read line by line.
+pub struct Spawned {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Spawned {
+    pub fn start(mut c: Command) -> Spawned {
+        use std::io::BufRead;
+        c.stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("spawning otedama");
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Spawned { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits (up to a minute) for a stdout line containing `needle`.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no line containing {needle:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for exit; returns the status and all of stdout.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().expect("waiting for otedama");
+        while let Ok(l) = self.lines.recv_timeout(std::time::Duration::from_secs(5)) {
+            self.seen.push(l);
+        }
+        (status, self.seen.join("\n"))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

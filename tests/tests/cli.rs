@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use otedama_journal::{Durability, Journal, Options, kinds};
-use otedama_tests::{otedama, run};
+use otedama_tests::{Spawned, otedama, run};
 use serde_json::Value;
 
 fn journal_with(dir: &std::path::Path, n: u64) {
@@ -55,22 +55,26 @@ fn bad_configuration_is_a_clear_error() {
 }
 
 #[test]
-fn standalone_says_plainly_what_it_starts() {
+fn standalone_supervises_the_engine_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut c = otedama();
-    c.args(["--data-dir", data.to_str().unwrap(), "standalone"]);
-    let (out, stdout, stderr) = run(c);
-    assert!(out.status.success(), "{stderr}");
+    c.args(["--data-dir", data.to_str().unwrap(), "--gateway-listen", "127.0.0.1:0", "standalone"]);
+    let mut child = Spawned::start(c);
+    child.wait_for_line("order entry on");
     assert!(data.is_dir(), "the data directory is created");
-    assert!(stdout.contains("role engine   not built yet"), "{stdout}");
+    assert!(data.join("exchange").is_dir(), "the engine's journal lives in the data directory");
+    child.signal(libc::SIGTERM);
+    let (status, stdout) = child.finish();
+    assert!(status.success(), "{stdout}");
     assert!(stdout.contains("role api      not built yet"), "{stdout}");
-    assert!(stdout.contains("nothing to supervise"), "{stdout}");
+    assert!(stdout.contains("otedama engine: stopped cleanly"), "{stdout}");
+    assert!(stdout.contains("otedama standalone: stopped cleanly"), "{stdout}");
 }
 
 #[test]
 fn subcommands_not_built_yet_say_so_and_fail() {
-    for args in [&["engine"][..], &["api"], &["keys"], &["mine"], &["loadgen"], &["tune"], &["trade"]] {
+    for args in [&["api"][..], &["mine"], &["tune"], &["trade"]] {
         let mut c = otedama();
         c.args(args);
         let (out, _, stderr) = run(c);

@@ -27,6 +27,7 @@ pub struct Config {
     pub log: LogConfig,
     pub journal: JournalConfig,
     pub engine: EngineConfig,
+    pub gateway: GatewayConfig,
     pub supervisor: SupervisorConfig,
 }
 
@@ -108,6 +109,115 @@ impl EngineConfig {
     }
 }
 
+/// How a role waits for work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PollMode {
+    /// Sleep in the kernel when idle (shared hosts, tests).
+    Park,
+    /// Busy-poll a dedicated core (lowest latency).
+    Spin,
+}
+
+impl PollMode {
+    pub fn poll(self) -> otedama_net::gateway::Poll {
+        match self {
+            PollMode::Park => otedama_net::gateway::Poll::Park,
+            PollMode::Spin => otedama_net::gateway::Poll::Spin,
+        }
+    }
+}
+
+/// The order-entry gateway of `otedama engine` (`net/PROTOCOL.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address the binary order-entry protocol listens on.
+    pub listen: String,
+    /// I/O shards when `io_cores` is empty (unpinned).
+    pub io_shards: usize,
+    /// Cores to pin I/O shards to, comma-separated, one shard each ("0" or
+    /// "0,2,3"); empty: `io_shards` unpinned shards.
+    pub io_cores: String,
+    /// Core to pin the engine shard to; empty: unpinned.
+    pub engine_core: String,
+    pub io_poll: PollMode,
+    pub engine_poll: PollMode,
+    /// Server heartbeat interval and the default client interval (ms).
+    pub heartbeat_ms: u32,
+    /// Client heartbeat intervals without traffic before a disconnect.
+    pub heartbeat_misses: u32,
+    /// Time a new connection has to log in (ms).
+    pub login_timeout_ms: u32,
+    /// Messages per second a session may send, sustained.
+    pub rate_per_sec: u32,
+    /// Messages a session may send in a burst.
+    pub rate_burst: u32,
+    /// Bytes queued for a session before it is cut off as a slow reader.
+    pub outbound_queue_bytes: usize,
+    /// Slots in each ring between shards.
+    pub ring_slots: usize,
+    /// Connections per I/O shard.
+    pub max_connections: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:7400".into(),
+            io_shards: 1,
+            io_cores: String::new(),
+            engine_core: String::new(),
+            io_poll: PollMode::Park,
+            engine_poll: PollMode::Park,
+            heartbeat_ms: 1000,
+            heartbeat_misses: 3,
+            login_timeout_ms: 5000,
+            rate_per_sec: 100_000,
+            rate_burst: 10_000,
+            outbound_queue_bytes: 4 << 20,
+            ring_slots: 1 << 16,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The gateway's settings, with the key store in `data_dir`.
+    pub fn to_net(&self, data_dir: &std::path::Path) -> Result<otedama_net::gateway::GatewayConfig> {
+        let listen = self.listen.parse().with_context(|| format!("gateway.listen {:?} is not an address:port", self.listen))?;
+        let cores = |s: &str, what: &str| -> Result<Vec<usize>> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse().with_context(|| format!("{what}: {p:?} is not a core number")))
+                .collect()
+        };
+        let io = cores(&self.io_cores, "gateway.io_cores")?;
+        let io_cores = if io.is_empty() { vec![None; self.io_shards.max(1)] } else { io.into_iter().map(Some).collect() };
+        let engine = cores(&self.engine_core, "gateway.engine_core")?;
+        anyhow::ensure!(engine.len() <= 1, "gateway.engine_core names one core");
+        anyhow::ensure!(self.ring_slots >= 1024, "gateway.ring_slots must be at least 1024");
+        anyhow::ensure!(self.heartbeat_ms >= 10, "gateway.heartbeat_ms must be at least 10");
+        Ok(otedama_net::gateway::GatewayConfig {
+            listen,
+            io_cores,
+            engine_core: engine.first().copied(),
+            io_poll: self.io_poll.poll(),
+            engine_poll: self.engine_poll.poll(),
+            keys_path: otedama_net::keys::path_in(data_dir),
+            heartbeat_ms: self.heartbeat_ms,
+            heartbeat_misses: self.heartbeat_misses,
+            login_timeout_ms: self.login_timeout_ms,
+            rate_per_sec: self.rate_per_sec,
+            rate_burst: self.rate_burst,
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            ring_slots: self.ring_slots,
+            max_connections: self.max_connections,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SupervisorConfig {
@@ -128,6 +238,7 @@ impl Default for Config {
             log: LogConfig::default(),
             journal: JournalConfig::default(),
             engine: EngineConfig::default(),
+            gateway: GatewayConfig::default(),
             supervisor: SupervisorConfig::default(),
         }
     }
@@ -194,6 +305,9 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "EngineOverrides::is_empty")]
     pub engine: EngineOverrides,
     #[command(flatten)]
+    #[serde(skip_serializing_if = "GatewayOverrides::is_empty")]
+    pub gateway: GatewayOverrides,
+    #[command(flatten)]
     #[serde(skip_serializing_if = "SupervisorOverrides::is_empty")]
     pub supervisor: SupervisorOverrides,
 }
@@ -238,6 +352,23 @@ overrides!(EngineOverrides {
     orders_max: u32 = "engine-orders-max", "resting orders [env: OTEDAMA_ENGINE__ORDERS_MAX]";
     levels_max: u32 = "engine-levels-max", "price levels per instrument band [env: OTEDAMA_ENGINE__LEVELS_MAX]";
     fee_account: u32 = "engine-fee-account", "fee account [env: OTEDAMA_ENGINE__FEE_ACCOUNT]";
+});
+
+overrides!(GatewayOverrides {
+    listen: String = "gateway-listen", "order-entry address [env: OTEDAMA_GATEWAY__LISTEN]";
+    io_shards: usize = "gateway-io-shards", "unpinned I/O shards [env: OTEDAMA_GATEWAY__IO_SHARDS]";
+    io_cores: String = "gateway-io-cores", "cores for I/O shards, e.g. 0 or 0,2 [env: OTEDAMA_GATEWAY__IO_CORES]";
+    engine_core: String = "gateway-engine-core", "core for the engine shard [env: OTEDAMA_GATEWAY__ENGINE_CORE]";
+    io_poll: PollMode = "gateway-io-poll", "park or spin [env: OTEDAMA_GATEWAY__IO_POLL]";
+    engine_poll: PollMode = "gateway-engine-poll", "park or spin [env: OTEDAMA_GATEWAY__ENGINE_POLL]";
+    heartbeat_ms: u32 = "gateway-heartbeat-ms", "heartbeat interval, ms [env: OTEDAMA_GATEWAY__HEARTBEAT_MS]";
+    heartbeat_misses: u32 = "gateway-heartbeat-misses", "missed intervals before disconnect [env: OTEDAMA_GATEWAY__HEARTBEAT_MISSES]";
+    login_timeout_ms: u32 = "gateway-login-timeout-ms", "login deadline, ms [env: OTEDAMA_GATEWAY__LOGIN_TIMEOUT_MS]";
+    rate_per_sec: u32 = "gateway-rate-per-sec", "messages/s per session [env: OTEDAMA_GATEWAY__RATE_PER_SEC]";
+    rate_burst: u32 = "gateway-rate-burst", "burst per session [env: OTEDAMA_GATEWAY__RATE_BURST]";
+    outbound_queue_bytes: usize = "gateway-outbound-queue-bytes", "per-session outbound bound [env: OTEDAMA_GATEWAY__OUTBOUND_QUEUE_BYTES]";
+    ring_slots: usize = "gateway-ring-slots", "slots per ring [env: OTEDAMA_GATEWAY__RING_SLOTS]";
+    max_connections: usize = "gateway-max-connections", "connections per I/O shard [env: OTEDAMA_GATEWAY__MAX_CONNECTIONS]";
 });
 
 overrides!(SupervisorOverrides {

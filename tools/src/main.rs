@@ -2,6 +2,7 @@
 //! that runs them, and the tools around them.
 
 mod config;
+mod engine_cmd;
 mod journal_cmd;
 mod supervisor;
 
@@ -35,7 +36,8 @@ enum Cmd {
     /// Run every built role as a supervised child process, with embedded
     /// defaults.
     Standalone,
-    /// The hot path: shards, matching engine, Stratum (not built yet).
+    /// The hot path: order-entry gateway (io_uring I/O shards) and the
+    /// matching engine shard, journaled (Stratum comes later).
     Engine,
     /// The cold path: REST/WebSocket API, database, payouts (not built yet).
     Api,
@@ -50,12 +52,14 @@ enum Cmd {
         #[command(subcommand)]
         which: BenchCmd,
     },
-    /// Manage API keys (not built yet).
-    Keys,
+    /// Manage API keys for the binary order-entry protocol.
+    #[command(subcommand)]
+    Keys(engine_cmd::KeysCmd),
     /// CPU/GPU miner, a Stratum client (not built yet).
     Mine,
-    /// Simulated farms and order floods (not built yet).
-    Loadgen,
+    /// Load generators: open-loop order floods (farms come with Stratum).
+    #[command(subcommand)]
+    Loadgen(LoadgenCmd),
     /// Check this host against the tuning guide (not built yet).
     Tune,
     /// Terminal client for the binary order protocol (not built yet).
@@ -77,6 +81,73 @@ enum BenchCmd {
     Journal(otedama_benches::journal::Args),
     /// The exchange state machine against a BTreeMap book, throughput and open-loop latency.
     Matching(otedama_benches::matching::Args),
+    /// Order entry round trips through `otedama engine` against a plain TCP echo.
+    Gateway(otedama_benches::gateway::Args),
+}
+
+#[derive(Debug, Subcommand)]
+enum LoadgenCmd {
+    /// Open-loop NewOrder load from many sessions at a set rate; prints
+    /// NewOrder → Accepted round trips corrected for coordinated omission.
+    Orders {
+        /// The engine's order-entry address.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        addr: std::net::SocketAddr,
+        /// `KEYID:SECRET` (hex, as `otedama keys add` prints them), once per
+        /// session; every session needs its own key.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        /// Orders per second offered, all sessions together.
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, value_enum, default_value_t = otedama_benches::loadgen::Mix::Ioc)]
+        mix: otedama_benches::loadgen::Mix,
+        #[arg(long, default_value_t = 1)]
+        instrument: u16,
+        /// Pin the load generator to this core.
+        #[arg(long)]
+        core: Option<usize>,
+    },
+}
+
+fn loadgen_cmd(cmd: LoadgenCmd) -> Result<i32> {
+    let LoadgenCmd::Orders { addr, keys, rate, seconds, mix, instrument, core } = cmd;
+    let keys = keys
+        .iter()
+        .map(|k| {
+            let (id, secret) = k.split_once(':').context("--key is KEYID:SECRET")?;
+            Ok((
+                otedama_net::keys::parse_id(id).context("key id: 16 hex digits")?,
+                otedama_net::keys::parse_secret(secret).context("secret: 64 hex digits")?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let spec = otedama_benches::loadgen::LoadSpec {
+        addr,
+        keys,
+        raw_sessions: 0,
+        rate,
+        duration: Duration::from_secs_f64(seconds),
+        warmup: Duration::from_millis(200),
+        mix,
+        instrument,
+        core,
+    };
+    let r = otedama_benches::loadgen::run(&spec)?;
+    otedama_benches::harness::print_histogram("NewOrder→Accepted", &r.rtt, 1e3, "µs");
+    let q = |p: f64| r.rtt.value_at_quantile(p) as f64 / 1e3;
+    println!(
+        "{}",
+        serde_json::json!({
+            "sent": r.sent, "accepted": r.accepted, "throttled": r.throttled, "rejected": r.rejected, "missing": r.missing,
+            "seconds": r.seconds, "offered_rate": rate, "answered_per_sec": r.accepted as f64 / r.seconds,
+            "rtt_p50_us": q(0.5), "rtt_p99_us": q(0.99), "rtt_p9999_us": q(0.9999), "rtt_max_us": r.rtt.max() as f64 / 1e3,
+            "sender_lag_max_us": r.sender_lag_max_us,
+        })
+    );
+    Ok(if r.missing == 0 { 0 } else { 1 })
 }
 
 /// A role or tool that a later piece of work builds.
@@ -97,7 +168,7 @@ fn init_logging(cfg: &Config) {
 /// The roles `standalone` supervises, in start order, with whether each is
 /// built. A role that is not built is reported, never faked.
 const ROLES: &[(&str, bool, &str)] =
-    &[("engine", false, "the hot path arrives with the gateway issue"), ("api", false, "the cold path arrives with the cold-path issue")];
+    &[("engine", true, ""), ("api", false, "the cold path arrives with the cold-path issue")];
 
 fn standalone(cfg: &Config, cli_config: Option<&PathBuf>) -> Result<i32> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
@@ -153,7 +224,7 @@ fn main() {
     init_logging(&cfg);
     let result = match cli.command {
         Cmd::Standalone => standalone(&cfg, cli.config.as_ref()),
-        Cmd::Engine => not_built("engine", "the matching-core and gateway issues build it"),
+        Cmd::Engine => engine_cmd::engine(&cfg),
         Cmd::Api => not_built("api", "the cold-path issue builds it"),
         Cmd::Config(ConfigCmd::Show { json }) => {
             if json {
@@ -166,9 +237,10 @@ fn main() {
         Cmd::Journal(j) => journal_cmd::run(j, &cfg.journal, &cfg.engine),
         Cmd::Bench { which: BenchCmd::Journal(args) } => otedama_benches::journal::run(&args).map(|_| 0),
         Cmd::Bench { which: BenchCmd::Matching(args) } => otedama_benches::matching::run(&args).map(|_| 0),
-        Cmd::Keys => not_built("keys", "the gateway issue builds the key store"),
+        Cmd::Bench { which: BenchCmd::Gateway(args) } => otedama_benches::gateway::run(&args).map(|_| 0),
+        Cmd::Keys(k) => engine_cmd::keys_cmd(k, &cfg.data_dir),
         Cmd::Mine => not_built("mine", "a later issue builds the miner"),
-        Cmd::Loadgen => not_built("loadgen", "later issues build the load generators"),
+        Cmd::Loadgen(l) => loadgen_cmd(l),
         Cmd::Tune => not_built("tune", "a later issue builds the host checks"),
         Cmd::Trade => not_built("trade", "a later issue builds the terminal client"),
     };

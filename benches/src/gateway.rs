@@ -1,0 +1,331 @@
+//! `otedama bench gateway`: NewOrder → Accepted round trips over loopback
+//! TCP against a real `otedama engine` child process, beside a plain TCP
+//! echo of the same message sizes with the same core layout and polling
+//! mode, in the same run.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::{Map, Value, json};
+
+use otedama_net::client::Client;
+use otedama_net::keys::KeyStore;
+use otedama_net::wire;
+
+use crate::harness::{self, StallMeter, median_spread};
+use crate::loadgen::{self, LoadSpec, Mix};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PollArg {
+    Park,
+    Spin,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A shorter run (about a minute).
+    #[arg(long)]
+    pub quick: bool,
+    /// Latency runs (medians are taken over them).
+    #[arg(long)]
+    pub runs: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub io_core: usize,
+    #[arg(long, default_value_t = 1)]
+    pub engine_core: usize,
+    /// Core of the load generator (sender and receiver threads).
+    #[arg(long, default_value_t = 0)]
+    pub client_core: usize,
+    /// Polling mode of the engine shard and of the baseline server. The I/O
+    /// shard parks whenever it shares its core with the load generator.
+    #[arg(long, value_enum, default_value_t = PollArg::Park)]
+    pub poll: PollArg,
+    /// Offered rate of the latency runs, orders/s.
+    #[arg(long, default_value_t = 100_000)]
+    pub rate: u64,
+    /// Sessions of the throughput search.
+    #[arg(long, default_value_t = 4)]
+    pub sessions: usize,
+}
+
+/// The engine as a child process, and its CPU time.
+struct EngineProc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl EngineProc {
+    fn start(dir: &Path, a: &Args, io_poll: &str, engine_poll: &str) -> Result<EngineProc> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args([
+                &format!("--data-dir={}", dir.display()),
+                "--gateway-listen=127.0.0.1:0",
+                &format!("--gateway-io-cores={}", a.io_core),
+                &format!("--gateway-engine-core={}", a.engine_core),
+                &format!("--gateway-io-poll={io_poll}"),
+                &format!("--gateway-engine-poll={engine_poll}"),
+                "--gateway-rate-per-sec=1000000000",
+                "--gateway-rate-burst=100000000",
+                "--gateway-outbound-queue-bytes=268435456",
+                "--journal-durability=none",
+                "--log-level=warn",
+                "engine",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting otedama engine")?;
+        let out = child.stdout.take().expect("piped");
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line)?;
+        let addr = line
+            .split("order entry on ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("engine did not report its address: {line:?}"))?;
+        Ok(EngineProc { child, addr })
+    }
+
+    /// ns on CPU of every thread of the process (schedstat).
+    fn cpu_ns(&self) -> u64 {
+        let mut total = 0;
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) {
+            for t in tasks.flatten() {
+                if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                    total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                }
+            }
+        }
+        total
+    }
+
+    fn stop(mut self) -> Result<()> {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let st = self.child.wait()?;
+        anyhow::ensure!(st.success(), "engine exited with {st}");
+        Ok(())
+    }
+}
+
+impl Drop for EngineProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn admin(c: &mut Client, f: impl FnOnce(u64, &mut Vec<u8>)) -> Result<()> {
+    let cs = c.take_client_seq();
+    c.send(|b| f(cs, b))?;
+    match c.next_app()? {
+        wire::ServerMsg::Done(_) => Ok(()),
+        m => anyhow::bail!("setup command refused: {m:?}"),
+    }
+}
+
+/// Accounts 1..=n with funds, and instrument 1.
+fn setup(addr: SocketAddr, admin_key: (u64, [u8; 32]), n: u32) -> Result<()> {
+    let mut c = Client::login(addr, admin_key.0, admin_key.1)?;
+    for acct in 1..=n {
+        admin(&mut c, |cs, b| wire::CreateAccount { client_seq: cs, account: acct }.push(b))?;
+        for asset in [1u16, 2] {
+            admin(&mut c, |cs, b| wire::Deposit { client_seq: cs, account: acct, asset, reserved: 0, amount: 1 << 60 }.push(b))?;
+        }
+    }
+    let mut symbol = [0u8; 16];
+    symbol[..8].copy_from_slice(b"BENCH-US");
+    admin(&mut c, |cs, b| {
+        wire::AddInstrument {
+            client_seq: cs,
+            instrument: 1,
+            base: 1,
+            quote: 2,
+            status: 0,
+            reserved: 0,
+            symbol,
+            tick: 1,
+            lot: 1,
+            min_price: 1,
+            max_price: 1_000_000,
+            min_qty: 1,
+            max_qty: 1_000_000,
+            quote_per_unit: 1,
+            base_per_unit: 1,
+            maker_bps: 0,
+            taker_bps: 0,
+        }
+        .push(b)
+    })?;
+    Ok(())
+}
+
+pub fn run(a: &Args) -> Result<Value> {
+    let runs = a.runs.unwrap_or(if a.quick { 3 } else { 5 });
+    let lat_secs = if a.quick { 1.0 } else { 3.0 };
+    let sustain_secs = if a.quick { 2.0 } else { 10.0 };
+    let spin = a.poll == PollArg::Spin;
+    let engine_poll = if spin { "spin" } else { "park" };
+    // A spinning I/O shard on the load generator's core would starve it.
+    let io_poll = if spin && a.io_core != a.client_core { "spin" } else { "park" };
+    let layout = format!(
+        "client core {}, io shard core {} ({io_poll}), engine shard core {} ({engine_poll}); baseline echo on core {} ({engine_poll})",
+        a.client_core, a.io_core, a.engine_core, a.io_core
+    );
+    println!("otedama bench gateway{}: {layout}", if a.quick { " --quick" } else { "" });
+    println!("  {runs} latency runs of {lat_secs} s at {} orders/s offered, one session, IOC orders (ack-on-match, journal policy none)", a.rate);
+
+    let dir = tempfile::tempdir()?;
+    let mut ks = KeyStore::default();
+    let admin_key = ks.add(0, true, "bench admin")?;
+    let traders: Vec<_> = (1..=a.sessions.max(1) as u32).map(|acct| ks.add(acct, false, "bench")).collect::<Result<_, _>>()?;
+    ks.save(&otedama_net::keys::path_in(dir.path()))?;
+    let engine = EngineProc::start(dir.path(), a, io_poll, engine_poll)?;
+    setup(engine.addr, (admin_key.id, admin_key.secret), traders.len() as u32)?;
+    let (echo_addr, echo_stop) = loadgen::echo_server(Some(a.io_core), spin)?;
+
+    let stall = StallMeter::start(Some(a.engine_core), Duration::from_millis(1));
+    let mut v: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let spec = |addr, keys: Vec<(u64, [u8; 32])>, raw, rate: f64, secs: f64, mix| LoadSpec {
+        addr,
+        keys,
+        raw_sessions: raw,
+        rate,
+        duration: Duration::from_secs_f64(secs),
+        warmup: Duration::from_millis(200),
+        mix,
+        instrument: 1,
+        core: Some(a.client_core),
+    };
+    let mut hs = (harness::histogram(), harness::histogram());
+    let mut cpu_per_order = Vec::new();
+    for run in 0..runs {
+        // One session per run: each login is a new session name, so the
+        // client_seq space starts fresh.
+        let t = &traders[run % traders.len()];
+        let cpu0 = engine.cpu_ns();
+        let r = loadgen::run(&spec(engine.addr, vec![(t.id, t.secret)], 0, a.rate as f64, lat_secs, Mix::Ioc))?;
+        let cpu = engine.cpu_ns() - cpu0;
+        anyhow::ensure!(r.missing == 0 && r.throttled == 0 && r.rejected == 0, "engine run lost answers: {r:?}");
+        let b = loadgen::run(&spec(echo_addr, vec![], 1, a.rate as f64, lat_secs, Mix::Ioc))?;
+        cpu_per_order.push(cpu as f64 / r.sent as f64);
+        for (key, h) in [("rtt", &r.rtt), ("base", &b.rtt)] {
+            v.entry(if key == "rtt" { "rtt_p50" } else { "base_p50" }).or_default().push(h.value_at_quantile(0.5) as f64 / 1e3);
+            v.entry(if key == "rtt" { "rtt_p99" } else { "base_p99" }).or_default().push(h.value_at_quantile(0.99) as f64 / 1e3);
+            v.entry(if key == "rtt" { "rtt_p9999" } else { "base_p9999" }).or_default().push(h.value_at_quantile(0.9999) as f64 / 1e3);
+        }
+        println!(
+            "  run {}: engine p50 {:.1} p99 {:.1} p99.99 {:.1} µs | echo p50 {:.1} p99 {:.1} p99.99 {:.1} µs | engine CPU {:.0} ns/order | sender lag max {:.0} µs",
+            run + 1,
+            r.rtt.value_at_quantile(0.5) as f64 / 1e3,
+            r.rtt.value_at_quantile(0.99) as f64 / 1e3,
+            r.rtt.value_at_quantile(0.9999) as f64 / 1e3,
+            b.rtt.value_at_quantile(0.5) as f64 / 1e3,
+            b.rtt.value_at_quantile(0.99) as f64 / 1e3,
+            b.rtt.value_at_quantile(0.9999) as f64 / 1e3,
+            cpu as f64 / r.sent as f64,
+            r.sender_lag_max_us
+        );
+        hs.0.add(&r.rtt).ok();
+        hs.1.add(&b.rtt).ok();
+    }
+    harness::print_histogram("engine NewOrder→Accepted (all runs)", &hs.0, 1e3, "µs");
+    harness::print_histogram("plain TCP echo (all runs)", &hs.1, 1e3, "µs");
+
+    // Sustained: the highest offered rate whose p99 stays under 1 ms for
+    // the whole run, all sessions together.
+    println!("  throughput search: {} sessions, {sustain_secs} s per step, p99 < 1 ms and every order answered", traders.len());
+    let keys: Vec<(u64, [u8; 32])> = traders.iter().map(|t| (t.id, t.secret)).collect();
+    let mut best = 0u64;
+    let mut best_cpu = 0.0;
+    // Every step is a new set of logins: the session names carry their
+    // client_seq on, so reuse needs fresh keys or continued numbering; the
+    // search uses fresh keys written before each step.
+    let mut step_keys = keys;
+    for rate in [100_000u64, 200_000, 300_000, 400_000, 500_000, 600_000, 800_000, 1_000_000, 1_500_000, 2_000_000] {
+        let cpu0 = engine.cpu_ns();
+        let r = loadgen::run(&spec(engine.addr, step_keys.clone(), 0, rate as f64, sustain_secs, Mix::Ioc));
+        let cpu = engine.cpu_ns() - cpu0;
+        let ok = match &r {
+            Ok(r) => {
+                let p99 = r.rtt.value_at_quantile(0.99) as f64 / 1e3;
+                println!(
+                    "    {rate:>9} orders/s offered: {:.0}/s answered, p50 {:.1} µs, p99 {:.1} µs, engine CPU {:.0} ns/order",
+                    r.accepted as f64 / r.seconds,
+                    r.rtt.value_at_quantile(0.5) as f64 / 1e3,
+                    p99,
+                    cpu as f64 / r.sent.max(1) as f64
+                );
+                r.missing == 0 && r.throttled == 0 && r.rejected == 0 && p99 < 1000.0
+            }
+            Err(e) => {
+                println!("    {rate:>9} orders/s offered: failed: {e:#}");
+                false
+            }
+        };
+        if !ok {
+            break;
+        }
+        best = rate;
+        best_cpu = cpu as f64 / r.as_ref().map(|r| r.sent).unwrap_or(1) as f64;
+        step_keys = (0..step_keys.len())
+            .map(|i| {
+                // A fresh key per session per step, added live: the engine
+                // re-reads the key store when it changes.
+                let path = otedama_net::keys::path_in(dir.path());
+                let mut ks = KeyStore::load(&path)?;
+                let k = ks.add((i % traders.len()) as u32 + 1, false, "bench step")?;
+                ks.save(&path)?;
+                Ok((k.id, k.secret))
+            })
+            .collect::<Result<_, otedama_net::keys::KeyError>>()?;
+    }
+    let stalls = stall.stop();
+    echo_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    engine.stop()?;
+
+    let m = |k: &str| median_spread(v.get(k).map(Vec::as_slice).unwrap_or(&[]));
+    let (p50, _) = m("rtt_p50");
+    let (p99, p99s) = m("rtt_p99");
+    let (p9999, p9999s) = m("rtt_p9999");
+    let (b50, _) = m("base_p50");
+    let (b99, _) = m("base_p99");
+    let (cpu_med, _) = median_spread(&cpu_per_order);
+    println!(
+        "  medians: engine p50 {p50:.1} µs, p99 {p99:.1} µs, p99.99 {p9999:.1} µs | echo p50 {b50:.1} µs, p99 {b99:.1} µs | ratio p50 {:.2}×, p99 {:.2}×",
+        p50 / b50,
+        p99 / b99
+    );
+    println!("  sustained {best} orders/s; engine CPU {cpu_med:.0} ns/order at {} orders/s, {best_cpu:.0} ns/order at {best}/s", a.rate);
+    println!("  stall meter on core {}: p99 {:.0} µs, max {:.0} µs", a.engine_core, stalls.p99_us, stalls.max_us);
+    let mut out = Map::new();
+    out.insert("bench".into(), json!("gateway"));
+    out.insert("quick".into(), json!(a.quick));
+    out.insert("runs".into(), json!(runs));
+    out.insert("offered_rate".into(), json!(a.rate));
+    out.insert("rtt_p50_us".into(), json!(p50));
+    out.insert("rtt_p99_us".into(), json!(p99));
+    out.insert("rtt_p99_us_spread".into(), json!(p99s));
+    out.insert("rtt_p9999_us".into(), json!(p9999));
+    out.insert("rtt_p9999_us_spread".into(), json!(p9999s));
+    out.insert("baseline_rtt_p50_us".into(), json!(b50));
+    out.insert("baseline_rtt_p99_us".into(), json!(b99));
+    out.insert("p50_ratio".into(), json!(p50 / b50));
+    out.insert("p99_ratio".into(), json!(p99 / b99));
+    out.insert("orders_per_sec_max".into(), json!(best));
+    out.insert("server_cpu_ns_per_order".into(), json!(cpu_med));
+    out.insert("server_cpu_ns_per_order_at_max".into(), json!(best_cpu));
+    out.insert("stall_p99_us".into(), json!(stalls.p99_us));
+    out.insert("stall_max_us".into(), json!(stalls.max_us));
+    out.insert("cores_layout".into(), json!(layout));
+    out.insert("machine".into(), harness::machine());
+    let v = Value::Object(out);
+    println!("{v}");
+    Ok(v)
+}

@@ -1,0 +1,451 @@
+//! `otedama engine`'s order-entry gateway: I/O shards on io_uring, one
+//! engine shard, a credential checker, and the bounded SPSC rings (rtrb)
+//! between them.
+//!
+//! ```text
+//!  clients ──TCP──▶ I/O shard 0 ──ring──▶ ┐
+//!  clients ──TCP──▶ I/O shard 1 ──ring──▶ ├─ engine shard: journal → apply → route
+//!                        ▲  ▲             │
+//!                        │  └────ring─────┘  (events, sequenced per session name)
+//!                        └── auth worker (argon2id, off the shards)
+//! ```
+//!
+//! Every ring is bounded: an I/O shard whose ring to the engine is full
+//! answers `Rejected(EngineBusy)`; the engine only takes a command when
+//! every ring back to the shards has room for a burst of events, and waits
+//! (never drops, never grows) in the rare case one command's events
+//! outrun that room. A client that stops reading is disconnected when its
+//! bounded outbound queue fills, so it never stalls a shard or the engine.
+
+mod auth;
+mod engine_shard;
+mod io_shard;
+mod listener;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::thread::{JoinHandle, Thread};
+use std::time::Duration;
+
+use otedama_engine::{CommandKind, Exchange};
+use otedama_journal::Journal;
+
+pub use engine_shard::EngineStats;
+
+/// What the engine shard hands back when it stops: the state, the journal
+/// (synced) and its counters; or why it stopped on its own.
+pub type EngineOutcome = Result<(Exchange, Journal, EngineStats), String>;
+
+/// How a role waits for work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// Busy-polls: lowest latency, one core fully used.
+    Spin,
+    /// Sleeps in the kernel when idle (io_uring wait, futex): the mode for
+    /// shared hosts and tests.
+    Park,
+}
+
+impl std::str::FromStr for Poll {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Poll, String> {
+        match s {
+            "spin" => Ok(Poll::Spin),
+            "park" => Ok(Poll::Park),
+            _ => Err(format!("polling mode must be spin or park, not {s:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Address every I/O shard listens on (SO_REUSEPORT). Port 0: any free port.
+    pub listen: SocketAddr,
+    /// One entry per I/O shard: the core it is pinned to, or `None`.
+    pub io_cores: Vec<Option<usize>>,
+    pub engine_core: Option<usize>,
+    pub io_poll: Poll,
+    pub engine_poll: Poll,
+    /// The key store file.
+    pub keys_path: PathBuf,
+    /// Server heartbeat interval, and the default client interval (ms).
+    pub heartbeat_ms: u32,
+    /// A session with no inbound traffic for this many client heartbeat
+    /// intervals is disconnected.
+    pub heartbeat_misses: u32,
+    /// Time a connection has to log in (ms).
+    pub login_timeout_ms: u32,
+    /// Per-session rate limit: sustained messages/s and burst.
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    /// Bytes a session's outbound queue may hold before it is disconnected.
+    pub outbound_queue_bytes: usize,
+    /// Slots in each ring.
+    pub ring_slots: usize,
+    /// Connections per I/O shard.
+    pub max_connections: usize,
+}
+
+impl GatewayConfig {
+    /// Unpinned, parking, one I/O shard: what tests and small hosts use.
+    pub fn parking(listen: SocketAddr, keys_path: PathBuf) -> GatewayConfig {
+        GatewayConfig {
+            listen,
+            io_cores: vec![None],
+            engine_core: None,
+            io_poll: Poll::Park,
+            engine_poll: Poll::Park,
+            keys_path,
+            heartbeat_ms: 1000,
+            heartbeat_misses: 3,
+            login_timeout_ms: 5000,
+            rate_per_sec: 1_000_000,
+            rate_burst: 100_000,
+            outbound_queue_bytes: 4 << 20,
+            ring_slots: 1 << 16,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Identifies a connection: its shard, slot, and the slot's generation
+/// (so a message for a closed connection never reaches the slot's next one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnRef {
+    pub shard: u16,
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// I/O shard → engine shard.
+pub(crate) enum ToEngine {
+    /// Credentials checked: bind the connection to its session name.
+    Open { conn: ConnRef, key_id: u64, account: u32, admin: bool },
+    /// The connection is gone.
+    Close { conn: ConnRef, name: u32 },
+    /// A validated command from a logged-in session.
+    Command { conn: ConnRef, name: u32, client_seq: u64, kind: CommandKind },
+}
+
+/// Largest outbound frame the engine sends (Executed).
+pub(crate) const OUT_MAX: usize = 96;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ctl {
+    /// Deliver `bytes`.
+    Msg,
+    /// Login accepted (`bytes` is LoginAccepted); the session is `name`.
+    LoginOk { name: u32, account: u32, admin: bool },
+    /// Login refused (`bytes` is LoginRejected); close after sending.
+    LoginFail,
+}
+
+/// Engine shard → I/O shard: one encoded outbound frame.
+#[derive(Clone, Copy)]
+pub(crate) struct ToShard {
+    pub conn: ConnRef,
+    pub ctl: Ctl,
+    pub len: u8,
+    pub bytes: [u8; OUT_MAX],
+}
+
+/// Wakes a parked role after a producer pushed to one of its rings.
+///
+/// The sleeper sets `sleeping`, fences, re-checks its rings, then blocks;
+/// a producer pushes, fences, and wakes only if `sleeping` is set. The two
+/// fences make a lost wake-up impossible, and a busy consumer costs its
+/// producers one load per push, no syscall.
+pub(crate) struct Waker {
+    sleeping: AtomicBool,
+    how: WakeHow,
+    pub wakes: AtomicU64,
+}
+
+pub(crate) enum WakeHow {
+    /// An eventfd the io_uring of an I/O shard reads.
+    EventFd(i32),
+    Thread(Thread),
+}
+
+impl Waker {
+    pub fn eventfd() -> std::io::Result<Waker> {
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Waker { sleeping: AtomicBool::new(false), how: WakeHow::EventFd(fd), wakes: AtomicU64::new(0) })
+    }
+    pub fn thread(t: Thread) -> Waker {
+        Waker { sleeping: AtomicBool::new(false), how: WakeHow::Thread(t), wakes: AtomicU64::new(0) }
+    }
+    pub fn fd(&self) -> i32 {
+        match self.how {
+            WakeHow::EventFd(fd) => fd,
+            WakeHow::Thread(_) => -1,
+        }
+    }
+    /// Producer side, after a push.
+    #[inline]
+    pub fn wake(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) {
+            self.wake_now();
+        }
+    }
+    #[cold]
+    pub fn wake_now(&self) {
+        self.wakes.fetch_add(1, Ordering::Relaxed);
+        match &self.how {
+            WakeHow::EventFd(fd) => {
+                let one: u64 = 1;
+                // SAFETY: writes 8 bytes from a local to our eventfd.
+                unsafe { libc::write(*fd, (&one as *const u64).cast(), 8) };
+            }
+            WakeHow::Thread(t) => t.unpark(),
+        }
+    }
+    /// Consumer side: announce sleep; the caller must re-check its rings
+    /// after this and call [`Waker::awake`] when it wakes or changes its mind.
+    #[inline]
+    pub fn going_to_sleep(&self) {
+        self.sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+    #[inline]
+    pub fn awake(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Waker {
+    fn drop(&mut self) {
+        if let WakeHow::EventFd(fd) = self.how {
+            // SAFETY: we own the fd.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Pins the calling thread, if asked to.
+pub(crate) fn pin(core: Option<usize>, role: &str) {
+    if let Some(c) = core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+            tracing::warn!(role, core = c, "could not pin; running unpinned");
+        }
+    }
+}
+
+/// Counters the gateway shares (read by tests, benchmarks and logs).
+#[derive(Debug, Default)]
+pub struct GatewayCounters {
+    pub connections_accepted: AtomicU64,
+    pub connections_closed: AtomicU64,
+    pub logins_ok: AtomicU64,
+    pub logins_failed: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub slow_readers: AtomicU64,
+    pub throttled: AtomicU64,
+    pub engine_busy: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub heartbeat_timeouts: AtomicU64,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    io: Vec<JoinHandle<()>>,
+    io_wakers: Vec<Arc<Waker>>,
+    engine: Option<JoinHandle<EngineOutcome>>,
+    engine_stop: Arc<AtomicBool>,
+    engine_waker: Arc<Waker>,
+    auth: Option<JoinHandle<()>>,
+    auth_stop: Arc<AtomicBool>,
+    auth_thread: Thread,
+    counters: Arc<GatewayCounters>,
+}
+
+impl Gateway {
+    /// Starts the shards. `exchange` is the state to serve (recovered by the
+    /// caller); `journal` is where commands and events are appended.
+    pub fn start(cfg: GatewayConfig, exchange: Exchange, journal: Journal) -> std::io::Result<Gateway> {
+        let shards = cfg.io_cores.len().max(1);
+        let listeners = listener::bind_reuseport(cfg.listen, shards)?;
+        let addr = listener::local_addr(listeners[0])?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(GatewayCounters::default());
+
+        let mut io_wakers = Vec::new();
+        for _ in 0..shards {
+            io_wakers.push(Arc::new(Waker::eventfd()?));
+        }
+        // Rings: shard → engine, engine → shard, shard → auth, auth → shard.
+        let mut to_engine_p = Vec::new();
+        let mut to_engine_c = Vec::new();
+        let mut to_shard_p = Vec::new();
+        let mut to_shard_c = Vec::new();
+        let mut auth_req_p = Vec::new();
+        let mut auth_req_c = Vec::new();
+        let mut auth_resp_p = Vec::new();
+        let mut auth_resp_c = Vec::new();
+        for _ in 0..shards {
+            let (p, c) = rtrb::RingBuffer::new(cfg.ring_slots);
+            to_engine_p.push(p);
+            to_engine_c.push(c);
+            let (p, c) = rtrb::RingBuffer::new(cfg.ring_slots);
+            to_shard_p.push(p);
+            to_shard_c.push(c);
+            let (p, c) = rtrb::RingBuffer::new(1024);
+            auth_req_p.push(p);
+            auth_req_c.push(c);
+            let (p, c) = rtrb::RingBuffer::new(1024);
+            auth_resp_p.push(p);
+            auth_resp_c.push(c);
+        }
+
+        // The engine shard first: the I/O shards need its waker.
+        let engine_stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let eng = {
+            let wakers = io_wakers.clone();
+            let counters = counters.clone();
+            let cfg = cfg.clone();
+            let engine_stop = engine_stop.clone();
+            std::thread::Builder::new().name("engine-shard".into()).spawn(move || {
+                pin(cfg.engine_core, "engine");
+                let waker = Arc::new(Waker::thread(std::thread::current()));
+                let _ = tx.send(waker.clone());
+                engine_shard::run(engine_shard::EngineShard::new(
+                    exchange,
+                    journal,
+                    to_engine_c,
+                    to_shard_p,
+                    wakers,
+                    waker,
+                    cfg.engine_poll,
+                    engine_stop,
+                    counters,
+                    cfg.heartbeat_ms,
+                ))
+            })?
+        };
+        let engine_waker: Arc<Waker> = rx.recv().map_err(|_| std::io::Error::other("engine shard did not start"))?;
+
+        let auth_stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let auth = {
+            let wakers = io_wakers.clone();
+            let keys = cfg.keys_path.clone();
+            let auth_stop = auth_stop.clone();
+            std::thread::Builder::new().name("auth".into()).spawn(move || {
+                let _ = tx.send(std::thread::current());
+                auth::run(keys, auth_req_c, auth_resp_p, wakers, auth_stop)
+            })?
+        };
+        let auth_thread = rx.recv().map_err(|_| std::io::Error::other("auth worker did not start"))?;
+
+        let mut io = Vec::new();
+        let mut lists = listeners.into_iter();
+        let (mut te, mut ts, mut aq, mut ar) =
+            (to_engine_p.into_iter(), to_shard_c.into_iter(), auth_req_p.into_iter(), auth_resp_c.into_iter());
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, core) in (0..shards).map(|i| (i, cfg.io_cores.get(i).copied().flatten())) {
+            let parts = (
+                cfg.clone(),
+                lists.next().expect("one listener per shard"),
+                te.next().expect("ring"),
+                ts.next().expect("ring"),
+                aq.next().expect("ring"),
+                ar.next().expect("ring"),
+                io_wakers[i].clone(),
+                engine_waker.clone(),
+                auth_thread.clone(),
+                stop.clone(),
+                counters.clone(),
+            );
+            let tx = tx.clone();
+            io.push(std::thread::Builder::new().name(format!("io-shard-{i}")).spawn(move || {
+                pin(core, "io");
+                // The ring is made on the thread that uses it: it is set up
+                // single-issuer, owned by its creating thread.
+                let (cfg, l, te, ts, aq, ar, w, ew, at, st, co) = parts;
+                match io_shard::IoShard::new(i as u16, cfg, l, te, ts, aq, ar, w, ew, at, st, co) {
+                    Ok(shard) => {
+                        let _ = tx.send(Ok(()));
+                        shard.run()
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            })?);
+        }
+        drop(tx);
+        for _ in 0..shards {
+            let r = rx.recv().map_err(|_| std::io::Error::other("an I/O shard did not start"));
+            if let Err(e) = r.and_then(|r| r) {
+                stop.store(true, Ordering::SeqCst);
+                for w in &io_wakers {
+                    w.wake_now();
+                }
+                return Err(e);
+            }
+        }
+        Ok(Gateway {
+            addr,
+            stop,
+            io,
+            io_wakers,
+            engine: Some(eng),
+            engine_stop,
+            engine_waker,
+            auth: Some(auth),
+            auth_stop,
+            auth_thread,
+            counters,
+        })
+    }
+
+    /// The address the I/O shards listen on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn counters(&self) -> &GatewayCounters {
+        &self.counters
+    }
+
+    /// Graceful shutdown: the I/O shards stop accepting, say Goodbye to
+    /// every session and flush; then the engine drains its rings, syncs the
+    /// journal and hands back the state.
+    pub fn shutdown(mut self) -> EngineOutcome {
+        self.stop.store(true, Ordering::SeqCst);
+        for w in &self.io_wakers {
+            w.wake_now();
+        }
+        for h in self.io.drain(..) {
+            h.join().map_err(|_| "an I/O shard panicked".to_string())?;
+        }
+        self.engine_stop.store(true, Ordering::SeqCst);
+        self.engine_waker.wake_now();
+        let out = self.engine.take().expect("engine joined once").join().map_err(|_| "the engine shard panicked".to_string())?;
+        self.auth_stop.store(true, Ordering::SeqCst);
+        self.auth_thread.unpark();
+        if let Some(a) = self.auth.take() {
+            let _ = a.join();
+        }
+        out
+    }
+
+    /// Blocks until the engine shard ends on its own (a fatal journal
+    /// error), or `stop` says to shut down.
+    pub fn wait(self, stop: &AtomicBool) -> EngineOutcome {
+        while !stop.load(Ordering::Relaxed) && !self.engine.as_ref().is_some_and(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.shutdown()
+    }
+}

@@ -33,7 +33,9 @@ pub struct Args {
     /// Latency runs (medians are taken over them).
     #[arg(long)]
     pub runs: Option<usize>,
-    #[arg(long, default_value_t = 0)]
+    /// Core of the I/O shard. The same core as the engine runs both roles
+    /// in one thread (co-located).
+    #[arg(long, default_value_t = 1)]
     pub io_core: usize,
     #[arg(long, default_value_t = 1)]
     pub engine_core: usize,
@@ -47,8 +49,8 @@ pub struct Args {
     /// Offered rate of the latency runs, orders/s.
     #[arg(long, default_value_t = 100_000)]
     pub rate: u64,
-    /// Sessions of the throughput search.
-    #[arg(long, default_value_t = 4)]
+    /// Sessions of the throughput search (orders spread round-robin).
+    #[arg(long, default_value_t = 1)]
     pub sessions: usize,
 }
 
@@ -74,6 +76,10 @@ impl EngineProc {
                 "--gateway-rate-burst=100000000",
                 "--gateway-outbound-queue-bytes=268435456",
                 "--journal-durability=none",
+                // The writeback thread parks at once instead of spinning 50 µs
+                // after each record: on a 2-core host its spinning competes
+                // with the shards (see tuning/README.md).
+                "--journal-flusher-spin-us=0",
                 "--log-level=warn",
                 "engine",
             ])
@@ -81,8 +87,16 @@ impl EngineProc {
             .spawn()
             .context("starting otedama engine")?;
         let out = child.stdout.take().expect("piped");
+        let mut reader = std::io::BufReader::new(out);
         let mut line = String::new();
-        std::io::BufReader::new(out).read_line(&mut line)?;
+        reader.read_line(&mut line)?;
+        // Keep reading the engine's stdout (its final report) so it never
+        // writes into a closed pipe.
+        std::thread::spawn(move || {
+            for l in reader.lines().map_while(Result::ok) {
+                println!("  [engine] {l}");
+            }
+        });
         let addr = line
             .split("order entry on ")
             .nth(1)
@@ -179,7 +193,10 @@ pub fn run(a: &Args) -> Result<Value> {
         a.client_core, a.io_core, a.engine_core, a.io_core
     );
     println!("otedama bench gateway{}: {layout}", if a.quick { " --quick" } else { "" });
-    println!("  {runs} latency runs of {lat_secs} s at {} orders/s offered, one session, IOC orders (ack-on-match, journal policy none)", a.rate);
+    println!(
+        "  {runs} latency runs of {lat_secs} s at {} orders/s offered, one session, IOC orders (ack-on-match, journal policy none)",
+        a.rate
+    );
 
     let dir = tempfile::tempdir()?;
     let mut ks = KeyStore::default();
@@ -248,7 +265,7 @@ pub fn run(a: &Args) -> Result<Value> {
     // client_seq on, so reuse needs fresh keys or continued numbering; the
     // search uses fresh keys written before each step.
     let mut step_keys = keys;
-    for rate in [100_000u64, 200_000, 300_000, 400_000, 500_000, 600_000, 800_000, 1_000_000, 1_500_000, 2_000_000] {
+    for rate in [50_000u64, 100_000, 150_000, 200_000, 300_000, 400_000, 500_000, 600_000, 800_000, 1_000_000, 1_500_000, 2_000_000] {
         let cpu0 = engine.cpu_ns();
         let r = loadgen::run(&spec(engine.addr, step_keys.clone(), 0, rate as f64, sustain_secs, Mix::Ioc));
         let cpu = engine.cpu_ns() - cpu0;

@@ -1,9 +1,9 @@
 //! Open-loop order load over the binary protocol: `otedama loadgen orders`
 //! and the load side of `otedama bench gateway`.
 //!
-//! One sender thread offers orders at a fixed rate across the sessions, on
-//! a schedule fixed in advance (order k is due at start + k/rate); one
-//! receiver thread reads every session. Round trip = arrival of the order's
+//! One thread offers orders at a fixed rate across the sessions, on a
+//! schedule fixed in advance (order k is due at start + k/rate), and reads
+//! every session. Round trip = arrival of the order's
 //! Accepted − the order's *planned* send time, so a stalled sender or
 //! server shows up in the percentiles instead of being hidden
 //! (coordinated omission corrected).
@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -72,7 +72,9 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
     let n = if spec.keys.is_empty() { spec.raw_sessions } else { spec.keys.len() };
     anyhow::ensure!(n > 0, "no sessions");
     let mut writers = Vec::new();
-    let mut readers = Vec::new();
+    // Where each session's client_seq continues (a session name keeps its
+    // numbering across logins).
+    let mut bases = Vec::new();
     for i in 0..n {
         let s = if spec.keys.is_empty() {
             let s = TcpStream::connect(spec.addr)?;
@@ -80,128 +82,97 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
             s
         } else {
             let (id, secret) = spec.keys[i];
-            let c = Client::login(spec.addr, id, secret).with_context(|| format!("logging in session {i}"))?;
+            let mut c = Client::login(spec.addr, id, secret).with_context(|| format!("logging in session {i}"))?;
+            let base = c.take_client_seq() - 1;
+            bases.push(base);
             c.stream().try_clone()?
         };
-        let r = s.try_clone()?;
-        r.set_nonblocking(true)?;
+        if bases.len() <= i {
+            bases.push(0);
+        }
         writers.push(s);
-        readers.push(r);
     }
-    // Planned send time (ns after start) of each order, by global index;
-    // client_seq = index + 1 (strictly increasing on every session).
+    // Order k is due at start + k/rate and goes to session k % n as that
+    // session's (k / n + 1)th message.
     let total = (spec.rate * (spec.duration + spec.warmup).as_secs_f64()).ceil() as usize;
     let interval_ns = 1e9 / spec.rate;
     let warmup_orders = (spec.rate * spec.warmup.as_secs_f64()) as u64;
-    let sent = Arc::new(AtomicU64::new(0));
-    let done_sending = Arc::new(AtomicBool::new(false));
-    let start = Instant::now() + Duration::from_millis(20);
-
-    let receiver = {
-        let sent = sent.clone();
-        let done = done_sending.clone();
-        let core = spec.core;
-        std::thread::Builder::new().name("loadgen-recv".into()).spawn(move || receive(readers, core, start, interval_ns, warmup_orders, sent, done))?
-    };
-
+    for w in &writers {
+        w.set_nonblocking(true)?;
+    }
     if let Some(c) = spec.core {
         pin(c);
     }
-    // SAFETY: prctl with an integer argument; shrinks this thread's timer
-    // slack so short sleeps end on time (the default adds up to 50 µs).
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
-    let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| Vec::with_capacity(64 << 10)).collect();
+    // One thread sends and receives: it sleeps in ppoll until an answer
+    // arrives or the next order is due, so the load generator costs one
+    // wake-up per event on its core instead of two threads' hand-offs.
+    let mut out: Vec<(Vec<u8>, usize)> = (0..n).map(|_| (Vec::with_capacity(256 << 10), 0)).collect();
+    let mut inb: Vec<(Vec<u8>, usize)> = (0..n).map(|_| (vec![0u8; 256 << 10], 0)).collect();
+    let mut fds: Vec<libc::pollfd> =
+        writers.iter().map(|w| libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(w), events: 0, revents: 0 }).collect();
+    let mut h = histogram();
+    let (mut accepted, mut throttled, mut rejected) = (0u64, 0u64, 0u64);
     let mut k = 0usize;
     let mut lag_max = 0f64;
-    while k < total {
-        let now_ns = Instant::now().saturating_duration_since(start).as_nanos() as f64;
-        let due = ((now_ns / interval_ns) as usize + 1).min(total);
-        if due <= k {
-            let wait = (k as f64 * interval_ns - now_ns).max(0.0);
-            if wait > 20_000.0 {
-                std::thread::sleep(Duration::from_nanos((wait - 10_000.0) as u64));
-            } else {
-                std::hint::spin_loop();
-            }
-            continue;
-        }
-        lag_max = f64::max(lag_max, now_ns - k as f64 * interval_ns);
-        while k < due {
-            let s = k % n;
-            let cs = k as u64 + 1;
-            let m = match spec.mix {
-                Mix::Ioc => wire::NewOrder {
-                    client_seq: cs,
-                    account: 0,
-                    instrument: spec.instrument,
-                    side: 0,
-                    ord_type: 0,
-                    tif: 1,
-                    flags: 0,
-                    reserved: 0,
-                    price: 1,
-                    qty: 1,
-                    budget: 0,
-                },
-                Mix::Cross => wire::NewOrder {
-                    client_seq: cs,
-                    account: 0,
-                    instrument: spec.instrument,
-                    side: ((k / n.max(1)) % 2) as u8,
-                    ord_type: 0,
-                    tif: 0,
-                    flags: 0,
-                    reserved: 0,
-                    price: 100,
-                    qty: 1,
-                    budget: 0,
-                },
-            };
-            m.push(&mut bufs[s]);
-            k += 1;
-        }
-        for (s, b) in bufs.iter_mut().enumerate() {
-            if !b.is_empty() {
-                writers[s].write_all(b).context("sending orders")?;
-                b.clear();
-            }
-        }
-        sent.store(k as u64, Ordering::Release);
-    }
-    done_sending.store(true, Ordering::Release);
-    let (rtt, accepted, throttled, rejected) = receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
-    let seconds = start.elapsed().as_secs_f64();
-    let missing = (k as u64).saturating_sub(accepted + throttled + rejected);
-    Ok(LoadResult { rtt, sent: k as u64, accepted, throttled, rejected, missing, seconds, sender_lag_max_us: lag_max / 1e3 })
-}
-
-type Received = Result<(Histogram<u64>, u64, u64, u64)>;
-
-fn receive(
-    mut readers: Vec<TcpStream>,
-    core: Option<usize>,
-    start: Instant,
-    interval_ns: f64,
-    warmup_orders: u64,
-    sent: Arc<AtomicU64>,
-    done: Arc<AtomicBool>,
-) -> Received {
-    if let Some(c) = core {
-        pin(c);
-    }
-    let mut h = histogram();
-    let mut bufs: Vec<(Vec<u8>, usize)> = readers.iter().map(|_| (vec![0u8; 256 << 10], 0usize)).collect();
-    let (mut accepted, mut throttled, mut rejected) = (0u64, 0u64, 0u64);
+    let start = Instant::now() + Duration::from_millis(20);
     let mut drain_deadline: Option<Instant> = None;
-    let mut fds: Vec<libc::pollfd> = readers.iter().map(|r| libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(r), events: libc::POLLIN, revents: 0 }).collect();
     loop {
-        let mut got = false;
-        for (i, r) in readers.iter_mut().enumerate() {
-            let (buf, len) = &mut bufs[i];
-            match r.read(&mut buf[*len..]) {
+        let mut busy = false;
+        let now_ns = Instant::now().saturating_duration_since(start).as_nanos() as f64;
+        if k < total {
+            let due = if now_ns <= 0.0 && Instant::now() < start { 0 } else { ((now_ns / interval_ns) as usize + 1).min(total) };
+            if due > k {
+                lag_max = f64::max(lag_max, now_ns - k as f64 * interval_ns);
+                while k < due {
+                    let s = k % n;
+                    let cs = bases[s] + (k / n) as u64 + 1;
+                    let side = match spec.mix {
+                        Mix::Ioc => 0,
+                        Mix::Cross => ((k / n) % 2) as u8,
+                    };
+                    let (tif, price) = match spec.mix {
+                        Mix::Ioc => (1, 1),
+                        Mix::Cross => (0, 100),
+                    };
+                    wire::NewOrder {
+                        client_seq: cs,
+                        account: 0,
+                        instrument: spec.instrument,
+                        side,
+                        ord_type: 0,
+                        tif,
+                        flags: 0,
+                        reserved: 0,
+                        price,
+                        qty: 1,
+                        budget: 0,
+                    }
+                    .push(&mut out[s].0);
+                    k += 1;
+                }
+            }
+        }
+        for (s, (buf, off)) in out.iter_mut().enumerate() {
+            if *off < buf.len() {
+                match writers[s].write(&buf[*off..]) {
+                    Ok(m) => {
+                        *off += m;
+                        busy = true;
+                        if *off == buf.len() {
+                            buf.clear();
+                            *off = 0;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e).context("sending orders"),
+                }
+            }
+        }
+        for (i, (buf, len)) in inb.iter_mut().enumerate() {
+            match writers[i].read(&mut buf[*len..]) {
                 Ok(0) => anyhow::bail!("session {i}: the server closed the connection"),
                 Ok(m) => {
-                    got = true;
+                    busy = true;
                     *len += m;
                     let now = Instant::now();
                     let mut pos = 0;
@@ -210,12 +181,11 @@ fn receive(
                         match f.ty {
                             wire::Accepted::TYPE => {
                                 let v = wire::AcceptedView::parse(f.body).context("accepted")?;
-                                let k = v.client_seq() - 1;
+                                let kk = (v.client_seq() - bases[i] - 1) * n as u64 + i as u64;
                                 accepted += 1;
-                                if k >= warmup_orders {
-                                    let planned = start + Duration::from_nanos((k as f64 * interval_ns) as u64);
-                                    let rtt = now.saturating_duration_since(planned).as_nanos() as u64;
-                                    let _ = h.record(rtt.max(1));
+                                if kk >= warmup_orders {
+                                    let planned = start + Duration::from_nanos((kk as f64 * interval_ns) as u64);
+                                    let _ = h.record(now.saturating_duration_since(planned).as_nanos().max(1) as u64);
                                 }
                             }
                             wire::Throttled::TYPE => throttled += 1,
@@ -231,9 +201,8 @@ fn receive(
                 Err(e) => return Err(e.into()),
             }
         }
-        if done.load(Ordering::Acquire) {
-            let total = sent.load(Ordering::Acquire);
-            if accepted + throttled + rejected >= total {
+        if k >= total {
+            if accepted + throttled + rejected >= k as u64 {
                 break;
             }
             let d = *drain_deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(3));
@@ -241,12 +210,26 @@ fn receive(
                 break;
             }
         }
-        if !got {
-            // SAFETY: poll over our own descriptors, 1 ms timeout.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1) };
+        if busy {
+            continue;
         }
+        // Sleep until an answer arrives, a send can proceed, or the next
+        // order is due.
+        let now_ns = Instant::now().saturating_duration_since(start).as_nanos() as f64;
+        let wait_ns = if k < total { (k as f64 * interval_ns - now_ns).clamp(0.0, 1e6) } else { 1e6 };
+        if wait_ns < 2_000.0 {
+            continue;
+        }
+        for (i, f) in fds.iter_mut().enumerate() {
+            f.events = libc::POLLIN | if out[i].1 < out[i].0.len() { libc::POLLOUT } else { 0 };
+        }
+        let ts = libc::timespec { tv_sec: 0, tv_nsec: wait_ns as i64 };
+        // SAFETY: ppoll over our own descriptors with a local timespec.
+        unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) };
     }
-    Ok((h, accepted, throttled, rejected))
+    let seconds = start.elapsed().as_secs_f64();
+    let missing = (k as u64).saturating_sub(accepted + throttled + rejected);
+    Ok(LoadResult { rtt: h, sent: k as u64, accepted, throttled, rejected, missing, seconds, sender_lag_max_us: lag_max / 1e3 })
 }
 
 /// The plain baseline: a TCP server that answers each 48-byte order frame

@@ -504,7 +504,17 @@ fn heartbeat_timeout_and_login_timeout() {
 
 #[test]
 fn many_sessions_at_once_then_shutdown_and_replay() {
-    let mut env = Env::start_with(2, |_| {});
+    many_sessions(Env::start_with(2, |_| {}));
+}
+
+#[test]
+fn colocated_io_and_engine_in_one_thread() {
+    let env = Env::start_with(1, |c| c.colocate = true);
+    assert!(env.gw.as_ref().unwrap().local_addr().port() > 0);
+    many_sessions(env);
+}
+
+fn many_sessions(mut env: Env) {
     env.setup_market();
     let addr = env.addr();
     let keys = env.traders.clone();

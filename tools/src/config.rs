@@ -214,6 +214,7 @@ impl GatewayConfig {
             outbound_queue_bytes: self.outbound_queue_bytes,
             ring_slots: self.ring_slots,
             max_connections: self.max_connections,
+            colocate: false,
         })
     }
 }
@@ -317,7 +318,7 @@ macro_rules! overrides {
         #[derive(Debug, Clone, Default, clap::Args, Serialize)]
         pub struct $name {
             $(
-                #[arg(long = $flag, global = true, help = $help)]
+                #[arg(long = $flag, id = $flag, global = true, help = $help)]
                 #[serde(skip_serializing_if = "Option::is_none")]
                 pub $field: Option<$ty>,
             )*

@@ -167,8 +167,7 @@ fn init_logging(cfg: &Config) {
 
 /// The roles `standalone` supervises, in start order, with whether each is
 /// built. A role that is not built is reported, never faked.
-const ROLES: &[(&str, bool, &str)] =
-    &[("engine", true, ""), ("api", false, "the cold path arrives with the cold-path issue")];
+const ROLES: &[(&str, bool, &str)] = &[("engine", true, ""), ("api", false, "the cold path arrives with the cold-path issue")];
 
 fn standalone(cfg: &Config, cli_config: Option<&PathBuf>) -> Result<i32> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;

@@ -19,7 +19,8 @@ use otedama_engine::{Command, Event, Exchange};
 use otedama_journal::{Journal, now_ns};
 use rtrb::{Consumer, Producer};
 
-use super::{ConnRef, Ctl, GatewayCounters, OUT_MAX, Poll, ToEngine, ToShard, Waker};
+use super::io_shard::IoShard;
+use super::{ConnRef, Ctl, EngineOutcome, GatewayCounters, OUT_MAX, Poll, ToEngine, ToShard, Waker};
 use crate::sequencer::Sequencer;
 use crate::wire;
 
@@ -37,6 +38,8 @@ pub struct EngineStats {
     pub duplicates: u64,
     /// Times the engine waited for room in a ring back to a shard.
     pub backpressure_waits: u64,
+    /// Sessions disconnected because their shard's ring was full (co-located mode).
+    pub sessions_kicked: u64,
 }
 
 struct Name {
@@ -74,6 +77,11 @@ struct Router {
     waits: u64,
     out: u64,
     unrouted: u64,
+    /// Sharing a thread with the I/O shard: a full ring cannot be waited
+    /// out, so the session it was for is disconnected instead.
+    colocated: bool,
+    kicked: Vec<ConnRef>,
+    kicks: u64,
 }
 
 impl EngineShard {
@@ -104,6 +112,9 @@ impl EngineShard {
                 waits: 0,
                 out: 0,
                 unrouted: 0,
+                colocated: false,
+                kicked: Vec::with_capacity(1024),
+                kicks: 0,
             },
             waker,
             poll,
@@ -115,7 +126,7 @@ impl EngineShard {
     }
 }
 
-pub(crate) fn run(mut s: EngineShard) -> Result<(Exchange, Journal, EngineStats), String> {
+pub(crate) fn run(mut s: EngineShard) -> EngineOutcome {
     let mut idle_spins = 0u32;
     let result = loop {
         let did = match s.poll_once() {
@@ -141,28 +152,74 @@ pub(crate) fn run(mut s: EngineShard) -> Result<(Exchange, Journal, EngineStats)
             Poll::Park if idle_spins < 200 => std::hint::spin_loop(),
             Poll::Park => {
                 s.waker.going_to_sleep();
-                if s.from_io.iter().all(|c| c.is_empty()) && !s.stop.load(Ordering::Relaxed) {
+                if s.inbound_empty() && !s.stop.load(Ordering::Relaxed) {
                     std::thread::park_timeout(Duration::from_millis(s.heartbeat_ms.max(10) as u64));
                 }
                 s.waker.awake();
             }
         }
     };
-    s.out.flush_wakes();
-    s.stats.backpressure_waits = s.out.waits;
-    s.stats.messages_out = s.out.out;
-    s.stats.messages_unrouted = s.out.unrouted;
-    let (exchange, mut journal) = s.seq.into_parts();
-    if let Err(e) = &result {
-        tracing::error!(error = %e, "engine shard stopping on a fatal error");
-        journal.abandon();
-        return Err(e.clone());
+    s.finish(result)
+}
+
+/// The I/O shard and the engine shard on one core share one thread: one
+/// loop turns both, so a command and its answer cross no thread and wake
+/// nobody. (Two busy threads pinned to one core would take turns at the
+/// scheduler's pace instead.) Only with a single I/O shard.
+pub(crate) fn run_colocated(mut io: IoShard, mut s: EngineShard) -> EngineOutcome {
+    s.out.colocated = true;
+    io.start();
+    let mut idle = 0u32;
+    loop {
+        let (did_io, finished) = io.turn();
+        let did_engine = match s.poll_once() {
+            Ok(d) => d,
+            Err(e) => return s.finish(Err(e)),
+        };
+        s.out.flush_wakes();
+        for conn in s.out.kicked.drain(..) {
+            io.kick(conn);
+        }
+        if finished {
+            loop {
+                match s.poll_once() {
+                    Ok(true) => continue,
+                    Ok(false) => return s.finish(Ok(())),
+                    Err(e) => return s.finish(Err(e)),
+                }
+            }
+        }
+        if did_io || did_engine {
+            idle = 0;
+            continue;
+        }
+        idle += 1;
+        let empty = s.inbound_empty();
+        io.idle(idle, empty);
     }
-    journal.sync().map_err(|e| format!("final journal sync: {e}"))?;
-    Ok((exchange, journal, s.stats))
 }
 
 impl EngineShard {
+    fn inbound_empty(&self) -> bool {
+        self.from_io.iter().all(|c| c.is_empty())
+    }
+
+    fn finish(mut self, result: Result<(), String>) -> EngineOutcome {
+        self.out.flush_wakes();
+        self.stats.backpressure_waits = self.out.waits;
+        self.stats.messages_out = self.out.out;
+        self.stats.messages_unrouted = self.out.unrouted;
+        self.stats.sessions_kicked = self.out.kicks;
+        let (exchange, mut journal) = self.seq.into_parts();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "engine shard stopping on a fatal error");
+            journal.abandon();
+            return Err(e.clone());
+        }
+        journal.sync().map_err(|e| format!("final journal sync: {e}"))?;
+        Ok((exchange, journal, self.stats))
+    }
+
     /// One pass over every inbound ring. Returns whether it did anything.
     fn poll_once(&mut self) -> Result<bool, String> {
         let mut did = false;
@@ -376,6 +433,13 @@ impl Router {
         while let Some(v) = m.take() {
             match self.to_io[s].push(v) {
                 Ok(()) => {}
+                Err(rtrb::PushError::Full(_)) if self.colocated => {
+                    if !self.kicked.contains(&conn) {
+                        self.kicks += 1;
+                        self.kicked.push(conn);
+                    }
+                    return;
+                }
                 Err(rtrb::PushError::Full(v)) => {
                     self.waits += 1;
                     self.io_wakers[s].wake();

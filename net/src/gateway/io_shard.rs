@@ -94,6 +94,9 @@ pub(crate) struct IoShard {
     counters: Arc<GatewayCounters>,
     engine_pushed: bool,
     now: Instant,
+    last_timer: Instant,
+    stopping: Option<Instant>,
+    cqes: Vec<(u64, i32, u32)>,
 }
 
 impl IoShard {
@@ -135,6 +138,9 @@ impl IoShard {
             counters,
             engine_pushed: false,
             now,
+            last_timer: now,
+            stopping: None,
+            cqes: Vec::with_capacity(1024),
         })
     }
 
@@ -176,68 +182,91 @@ impl IoShard {
     }
 
     pub fn run(mut self) {
-        self.arm_accept();
-        self.arm_wake();
-        let mut last_timer = Instant::now();
-        let mut stopping: Option<Instant> = None;
-        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+        self.start();
         let mut idle = 0u32;
         loop {
-            self.now = Instant::now();
-            let mut did = false;
-            // Completions.
-            loop {
-                cqes.clear();
-                cqes.extend(self.ring.completion().take(1024).map(|c| (c.user_data(), c.result(), c.flags())));
-                if cqes.is_empty() {
-                    break;
-                }
-                did = true;
-                for &(u, res, flags) in &cqes {
-                    self.complete(u, res, flags);
-                }
+            let (did, finished) = self.turn();
+            if finished {
+                return;
             }
-            did |= self.drain_auth();
-            did |= self.drain_engine();
-            self.flush_sends();
-            if self.engine_pushed {
-                self.engine_pushed = false;
-                self.engine_waker.wake();
-            }
-            if self.now.duration_since(last_timer) >= TIMER_EVERY {
-                last_timer = self.now;
-                self.timers();
-            }
-            if stopping.is_none() && self.stop.load(Ordering::Relaxed) {
-                stopping = Some(self.now);
-                self.begin_shutdown();
-            }
-            if let Some(t) = stopping {
-                let open = self.conns.iter().filter(|c| c.open).count();
-                if open == 0 || self.now.duration_since(t) > CLOSE_GRACE + Duration::from_secs(1) {
-                    self.finish_shutdown(open);
-                    return;
-                }
-            }
-            let pending_sqes = !self.ring.submission().is_empty();
-            if did || pending_sqes {
+            if did {
                 idle = 0;
-                let _ = self.ring.submit();
                 continue;
             }
             idle += 1;
-            match self.cfg.io_poll {
-                Poll::Spin => std::hint::spin_loop(),
-                Poll::Park if idle < 64 => std::hint::spin_loop(),
-                Poll::Park => {
-                    self.waker.going_to_sleep();
-                    if self.from_engine.is_empty() && self.auth_resp.is_empty() && self.ring.completion().is_empty() {
-                        let ts = types::Timespec::new().nsec(TIMER_EVERY.as_nanos() as u32);
-                        let args = types::SubmitArgs::new().timespec(&ts);
-                        let _ = self.ring.submitter().submit_with_args(1, &args);
-                    }
-                    self.waker.awake();
+            self.idle(idle, true);
+        }
+    }
+
+    pub fn start(&mut self) {
+        self.arm_accept();
+        self.arm_wake();
+        self.last_timer = Instant::now();
+    }
+
+    /// One pass: completions, the rings, sends, timers, shutdown. Returns
+    /// (did work, finished shutting down).
+    pub fn turn(&mut self) -> (bool, bool) {
+        self.now = Instant::now();
+        let mut did = false;
+        let mut cqes = std::mem::take(&mut self.cqes);
+        loop {
+            cqes.clear();
+            cqes.extend(self.ring.completion().take(1024).map(|c| (c.user_data(), c.result(), c.flags())));
+            if cqes.is_empty() {
+                break;
+            }
+            did = true;
+            for &(u, res, flags) in &cqes {
+                self.complete(u, res, flags);
+            }
+        }
+        self.cqes = cqes;
+        did |= self.drain_auth();
+        did |= self.drain_engine();
+        self.flush_sends();
+        if self.engine_pushed {
+            self.engine_pushed = false;
+            self.engine_waker.wake();
+        }
+        if self.now.duration_since(self.last_timer) >= TIMER_EVERY {
+            self.last_timer = self.now;
+            self.timers();
+        }
+        if self.stopping.is_none() && self.stop.load(Ordering::Relaxed) {
+            self.stopping = Some(self.now);
+            self.begin_shutdown();
+        }
+        if let Some(t) = self.stopping {
+            let open = self.conns.iter().filter(|c| c.open).count();
+            if open == 0 || self.now.duration_since(t) > CLOSE_GRACE + Duration::from_secs(1) {
+                self.finish_shutdown(open);
+                return (did, true);
+            }
+        }
+        if !self.ring.submission().is_empty() {
+            let _ = self.ring.submit();
+            did = true;
+        }
+        (did, false)
+    }
+
+    /// Waits for work after `idle` empty turns: spins, or (parking mode,
+    /// after a short spin) sleeps in io_uring until a completion, a wake
+    /// on the eventfd, or the next timer tick. `others_empty`: whether the
+    /// rings of a role sharing this thread are empty too.
+    pub fn idle(&mut self, idle: u32, others_empty: bool) {
+        match self.cfg.io_poll {
+            Poll::Spin => std::hint::spin_loop(),
+            Poll::Park if idle < 64 => std::hint::spin_loop(),
+            Poll::Park => {
+                self.waker.going_to_sleep();
+                if others_empty && self.from_engine.is_empty() && self.auth_resp.is_empty() && self.ring.completion().is_empty() {
+                    let ts = types::Timespec::new().nsec(TIMER_EVERY.as_nanos() as u32);
+                    let args = types::SubmitArgs::new().timespec(&ts);
+                    let _ = self.ring.submitter().submit_with_args(1, &args);
                 }
+                self.waker.awake();
             }
         }
     }
@@ -617,6 +646,17 @@ impl IoShard {
             }
         }
         self.engine_pushed = true;
+    }
+
+    /// Disconnects a session whose outbound messages the engine could not
+    /// deliver (co-located mode, ring full): explicit, never a silent drop.
+    pub fn kick(&mut self, conn: ConnRef) {
+        let live = self.conns.get(conn.slot as usize).is_some_and(|c| c.open && c.generation == conn.generation);
+        if live {
+            self.counters.slow_readers.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(shard = self.id, slot = conn.slot, "engine could not deliver to this session: disconnected");
+            self.start_close(conn.slot);
+        }
     }
 
     fn drain_auth(&mut self) -> bool {

@@ -86,6 +86,10 @@ pub struct GatewayConfig {
     pub ring_slots: usize,
     /// Connections per I/O shard.
     pub max_connections: usize,
+    /// Run the I/O shard and the engine shard in one thread (needs exactly
+    /// one I/O shard). Chosen automatically when both are pinned to the
+    /// same core.
+    pub colocate: bool,
 }
 
 impl GatewayConfig {
@@ -106,7 +110,13 @@ impl GatewayConfig {
             outbound_queue_bytes: 4 << 20,
             ring_slots: 1 << 16,
             max_connections: 10_000,
+            colocate: false,
         }
+    }
+
+    /// Whether one thread runs both roles.
+    pub fn colocated(&self) -> bool {
+        self.io_cores.len() == 1 && (self.colocate || (self.engine_core.is_some() && self.io_cores[0] == self.engine_core))
     }
 }
 
@@ -306,34 +316,6 @@ impl Gateway {
             auth_resp_c.push(c);
         }
 
-        // The engine shard first: the I/O shards need its waker.
-        let engine_stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let eng = {
-            let wakers = io_wakers.clone();
-            let counters = counters.clone();
-            let cfg = cfg.clone();
-            let engine_stop = engine_stop.clone();
-            std::thread::Builder::new().name("engine-shard".into()).spawn(move || {
-                pin(cfg.engine_core, "engine");
-                let waker = Arc::new(Waker::thread(std::thread::current()));
-                let _ = tx.send(waker.clone());
-                engine_shard::run(engine_shard::EngineShard::new(
-                    exchange,
-                    journal,
-                    to_engine_c,
-                    to_shard_p,
-                    wakers,
-                    waker,
-                    cfg.engine_poll,
-                    engine_stop,
-                    counters,
-                    cfg.heartbeat_ms,
-                ))
-            })?
-        };
-        let engine_waker: Arc<Waker> = rx.recv().map_err(|_| std::io::Error::other("engine shard did not start"))?;
-
         let auth_stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let auth = {
@@ -347,53 +329,132 @@ impl Gateway {
         };
         let auth_thread = rx.recv().map_err(|_| std::io::Error::other("auth worker did not start"))?;
 
+        let engine_stop = Arc::new(AtomicBool::new(false));
         let mut io = Vec::new();
         let mut lists = listeners.into_iter();
         let (mut te, mut ts, mut aq, mut ar) =
             (to_engine_p.into_iter(), to_shard_c.into_iter(), auth_req_p.into_iter(), auth_resp_c.into_iter());
-        let (tx, rx) = std::sync::mpsc::channel();
-        for (i, core) in (0..shards).map(|i| (i, cfg.io_cores.get(i).copied().flatten())) {
+        let (eng, engine_waker) = if cfg.colocated() {
+            // One thread turns the I/O shard and the engine shard; the
+            // shard's eventfd wakes it for both.
+            let waker = io_wakers[0].clone();
+            let (tx, rx) = std::sync::mpsc::channel();
             let parts = (
-                cfg.clone(),
-                lists.next().expect("one listener per shard"),
+                lists.next().expect("one listener"),
                 te.next().expect("ring"),
                 ts.next().expect("ring"),
                 aq.next().expect("ring"),
                 ar.next().expect("ring"),
-                io_wakers[i].clone(),
-                engine_waker.clone(),
                 auth_thread.clone(),
                 stop.clone(),
                 counters.clone(),
+                io_wakers.clone(),
+                engine_stop.clone(),
             );
-            let tx = tx.clone();
-            io.push(std::thread::Builder::new().name(format!("io-shard-{i}")).spawn(move || {
-                pin(core, "io");
-                // The ring is made on the thread that uses it: it is set up
-                // single-issuer, owned by its creating thread.
-                let (cfg, l, te, ts, aq, ar, w, ew, at, st, co) = parts;
-                match io_shard::IoShard::new(i as u16, cfg, l, te, ts, aq, ar, w, ew, at, st, co) {
-                    Ok(shard) => {
+            let cfg2 = cfg.clone();
+            let h = std::thread::Builder::new().name("shard-0".into()).spawn(move || {
+                pin(cfg2.engine_core, "io+engine");
+                let (l, te, ts, aq, ar, at, st, co, wakers, es) = parts;
+                let w = wakers[0].clone();
+                let io = match io_shard::IoShard::new(0, cfg2.clone(), l, te, ts, aq, ar, w.clone(), w.clone(), at, st, co.clone()) {
+                    Ok(io) => {
                         let _ = tx.send(Ok(()));
-                        shard.run()
+                        io
                     }
                     Err(e) => {
+                        let msg = e.to_string();
                         let _ = tx.send(Err(e));
+                        return Err(msg);
                     }
-                }
-            })?);
-        }
-        drop(tx);
-        for _ in 0..shards {
-            let r = rx.recv().map_err(|_| std::io::Error::other("an I/O shard did not start"));
-            if let Err(e) = r.and_then(|r| r) {
-                stop.store(true, Ordering::SeqCst);
-                for w in &io_wakers {
-                    w.wake_now();
-                }
-                return Err(e);
+                };
+                let eng = engine_shard::EngineShard::new(
+                    exchange,
+                    journal,
+                    to_engine_c,
+                    to_shard_p,
+                    wakers,
+                    w,
+                    cfg2.engine_poll,
+                    es,
+                    co,
+                    cfg2.heartbeat_ms,
+                );
+                engine_shard::run_colocated(io, eng)
+            })?;
+            rx.recv().map_err(|_| std::io::Error::other("the shard did not start"))??;
+            (h, waker)
+        } else {
+            // The engine shard first: the I/O shards need its waker.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let eng = {
+                let wakers = io_wakers.clone();
+                let counters = counters.clone();
+                let cfg = cfg.clone();
+                let engine_stop = engine_stop.clone();
+                std::thread::Builder::new().name("engine-shard".into()).spawn(move || {
+                    pin(cfg.engine_core, "engine");
+                    let waker = Arc::new(Waker::thread(std::thread::current()));
+                    let _ = tx.send(waker.clone());
+                    engine_shard::run(engine_shard::EngineShard::new(
+                        exchange,
+                        journal,
+                        to_engine_c,
+                        to_shard_p,
+                        wakers,
+                        waker,
+                        cfg.engine_poll,
+                        engine_stop,
+                        counters,
+                        cfg.heartbeat_ms,
+                    ))
+                })?
+            };
+            let engine_waker: Arc<Waker> = rx.recv().map_err(|_| std::io::Error::other("engine shard did not start"))?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            for (i, core) in (0..shards).map(|i| (i, cfg.io_cores.get(i).copied().flatten())) {
+                let parts = (
+                    cfg.clone(),
+                    lists.next().expect("one listener per shard"),
+                    te.next().expect("ring"),
+                    ts.next().expect("ring"),
+                    aq.next().expect("ring"),
+                    ar.next().expect("ring"),
+                    io_wakers[i].clone(),
+                    engine_waker.clone(),
+                    auth_thread.clone(),
+                    stop.clone(),
+                    counters.clone(),
+                );
+                let tx = tx.clone();
+                io.push(std::thread::Builder::new().name(format!("io-shard-{i}")).spawn(move || {
+                    pin(core, "io");
+                    // The ring is made on the thread that uses it: it is set
+                    // up single-issuer, owned by its creating thread.
+                    let (cfg, l, te, ts, aq, ar, w, ew, at, st, co) = parts;
+                    match io_shard::IoShard::new(i as u16, cfg, l, te, ts, aq, ar, w, ew, at, st, co) {
+                        Ok(shard) => {
+                            let _ = tx.send(Ok(()));
+                            shard.run()
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                })?);
             }
-        }
+            drop(tx);
+            for _ in 0..shards {
+                let r = rx.recv().map_err(|_| std::io::Error::other("an I/O shard did not start"));
+                if let Err(e) = r.and_then(|r| r) {
+                    stop.store(true, Ordering::SeqCst);
+                    for w in &io_wakers {
+                        w.wake_now();
+                    }
+                    return Err(e);
+                }
+            }
+            (eng, engine_waker)
+        };
         Ok(Gateway {
             addr,
             stop,

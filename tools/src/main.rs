@@ -5,6 +5,7 @@ mod config;
 mod engine_cmd;
 mod journal_cmd;
 mod supervisor;
+mod trade_cmd;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -62,8 +63,9 @@ enum Cmd {
     Loadgen(LoadgenCmd),
     /// Check this host against the tuning guide (not built yet).
     Tune,
-    /// Terminal client for the binary order protocol (not built yet).
-    Trade,
+    /// Terminal client for the binary order protocol: admin commands,
+    /// orders, cancels, listening.
+    Trade(trade_cmd::TradeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,7 +243,7 @@ fn main() {
         Cmd::Mine => not_built("mine", "a later issue builds the miner"),
         Cmd::Loadgen(l) => loadgen_cmd(l),
         Cmd::Tune => not_built("tune", "a later issue builds the host checks"),
-        Cmd::Trade => not_built("trade", "a later issue builds the terminal client"),
+        Cmd::Trade(t) => trade_cmd::run(t),
     };
     match result {
         Ok(code) => std::process::exit(code),

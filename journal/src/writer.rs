@@ -69,6 +69,12 @@ pub struct Options {
     pub prepare_ahead: usize,
     /// How long the writeback thread spins for new records before it parks.
     pub flusher_spin: Duration,
+    /// Zero: each append wakes a parked writeback thread (one FUTEX_WAKE).
+    /// Above zero: appends never wake it; once parked it wakes itself
+    /// after this long, so records reach readers (and a `batch` sync)
+    /// up to this much later, and a writer that appends now and then
+    /// makes no syscall at all. `sync()` and `close()` still wake it.
+    pub writeback_delay: Duration,
     /// Truncate at the first damage even below the durable watermark
     /// (`otedama journal repair`). Off: such damage fails the open.
     pub repair: bool,
@@ -81,6 +87,7 @@ impl Default for Options {
             durability: Durability::Batch,
             prepare_ahead: 2,
             flusher_spin: Duration::from_micros(50),
+            writeback_delay: Duration::ZERO,
             repair: false,
         }
     }
@@ -783,6 +790,7 @@ impl Journal {
         let last = self.next_seq - 1;
         match self.durability {
             Durability::Batch => {
+                Event(&self.shared.wb_word).notify();
                 let watch = self.durability_watch();
                 while !watch.wait(last, Duration::from_secs(1))? {}
             }
@@ -896,7 +904,7 @@ impl Reservation<'_> {
         j.shared.committed.store(seq, Ordering::Release);
         if j.durability == Durability::Always {
             j.sync_everything(seq)?;
-        } else {
+        } else if j.shared.opts.writeback_delay.is_zero() {
             Event(&j.shared.wb_word).notify();
         }
         Ok(seq)
@@ -971,7 +979,7 @@ fn writeback(s: Arc<Shared>) {
         Event(&s.wb_word).wait(
             || s.committed.load(Ordering::Acquire) > visible || s.shutdown.load(Ordering::Acquire),
             s.opts.flusher_spin,
-            Duration::from_millis(500),
+            if s.opts.writeback_delay.is_zero() { Duration::from_millis(500) } else { s.opts.writeback_delay },
         );
     }
 }

@@ -229,3 +229,24 @@ fn a_failed_sync_poisons_the_journal_and_is_reported() {
     assert!(matches!(j.append(1, 1, 0, b"x"), Err(JournalError::Poisoned(_))));
     assert!(j.close().is_err(), "close reports the failure too");
 }
+
+#[test]
+fn writeback_delay_publishes_without_wakes_and_sync_still_waits() {
+    for pol in [Durability::None, Durability::Batch] {
+        let storage = Arc::new(SimStorage::new());
+        let opts = Options { flusher_spin: Duration::ZERO, writeback_delay: Duration::from_millis(2), ..small(pol) };
+        let mut j = Journal::open_with(storage.clone(), opts).unwrap();
+        let mut r = Reader::open_with(storage.clone(), None, 1, false).unwrap();
+        for i in 0..50u64 {
+            let seq = j.append(kinds::TEST, 1, i, b"delayed").unwrap();
+            // Published by the flusher's own timer, no wake from the writer.
+            let t = std::time::Instant::now();
+            let rec = r.next_timeout(Duration::from_secs(5)).unwrap().expect("published within the delay");
+            assert_eq!(rec.seq, seq);
+            assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        }
+        let last = j.sync().unwrap();
+        assert_eq!(j.durable_seq(), last, "{pol:?}: sync wakes the flusher and waits");
+        j.close().unwrap();
+    }
+}

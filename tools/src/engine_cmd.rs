@@ -58,17 +58,14 @@ pub fn engine(cfg: &Config) -> Result<i32> {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
     }
     let gw = Gateway::start(gw_cfg.clone(), exchange, journal).context("starting the gateway")?;
-    println!(
-        "otedama engine: order entry on {} ({} I/O shard(s) {:?}, engine core {:?}, polling io={:?} engine={:?}); {} key(s) in {}",
-        gw.local_addr(),
-        gw_cfg.io_cores.len(),
-        gw_cfg.io_cores,
-        gw_cfg.engine_core,
-        gw_cfg.io_poll,
-        gw_cfg.engine_poll,
-        n_keys,
-        keys_path.display()
-    );
+    let core = |c: Option<usize>| c.map_or("unpinned".to_string(), |c| format!("core {c}"));
+    let layout = if gw_cfg.colocated() {
+        format!("I/O and engine shards in one thread on {} ({:?})", core(gw_cfg.engine_core), gw_cfg.io_poll)
+    } else {
+        let io: Vec<String> = gw_cfg.io_cores.iter().map(|c| core(*c)).collect();
+        format!("I/O shards on [{}] ({:?}), engine shard on {} ({:?})", io.join(", "), gw_cfg.io_poll, core(gw_cfg.engine_core), gw_cfg.engine_poll)
+    };
+    println!("otedama engine: order entry on {} ({layout}); {n_keys} key(s) in {}", gw.local_addr(), keys_path.display());
     tracing::info!(addr = %gw.local_addr(), "engine serving");
     let (exchange, journal, stats) = gw.wait(&stop).map_err(anyhow::Error::msg)?;
     let published = journal.published_seq();

@@ -49,6 +49,11 @@ pub struct Args {
     /// Offered rate of the latency runs, orders/s.
     #[arg(long, default_value_t = 100_000)]
     pub rate: u64,
+    /// Where the engine keeps its data (journal, keys) for the run: a fresh
+    /// temporary directory under this path (default: the system's temp
+    /// directory). `/dev/shm` shows the path without disk writeback.
+    #[arg(long)]
+    pub data_parent: Option<std::path::PathBuf>,
     /// Sessions of the throughput search (orders spread round-robin).
     #[arg(long, default_value_t = 1)]
     pub sessions: usize,
@@ -201,7 +206,11 @@ pub fn run(a: &Args) -> Result<Value> {
         a.rate
     );
 
-    let dir = tempfile::tempdir()?;
+    let dir = match &a.data_parent {
+        Some(p) => tempfile::tempdir_in(p)?,
+        None => tempfile::tempdir()?,
+    };
+    println!("  engine data directory {} (journal on {})", dir.path().display(), fs_type(dir.path()));
     let mut ks = KeyStore::default();
     let admin_key = ks.add(0, true, "bench admin")?;
     let traders: Vec<_> = (1..=a.sessions.max(1) as u32).map(|acct| ks.add(acct, false, "bench")).collect::<Result<_, _>>()?;
@@ -344,8 +353,25 @@ pub fn run(a: &Args) -> Result<Value> {
     out.insert("stall_p99_us".into(), json!(stalls.p99_us));
     out.insert("stall_max_us".into(), json!(stalls.max_us));
     out.insert("cores_layout".into(), json!(layout));
+    out.insert("journal_fs".into(), json!(fs_type(dir.path())));
     out.insert("machine".into(), harness::machine());
     let v = Value::Object(out);
     println!("{v}");
     Ok(v)
+}
+
+/// The filesystem type holding `p` (from /proc/mounts: the longest mount
+/// point that prefixes it).
+fn fs_type(p: &Path) -> String {
+    let p = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && p.starts_with(f[1])).then(|| (f[1].len(), f[2].to_string()))
+        })
+        .max()
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| "unknown".into())
 }

@@ -69,7 +69,12 @@ pub fn engine(cfg: &Config) -> Result<i32> {
     tracing::info!(addr = %gw.local_addr(), "engine serving");
     let (exchange, journal, stats) = gw.wait(&stop).map_err(anyhow::Error::msg)?;
     let published = journal.published_seq();
+    let js = journal.stats();
     journal.close().context("closing the journal")?;
+    println!(
+        "otedama engine: journal rolled {} segment(s) ({} created, {} recycled; {} roll(s) waited for a prepared segment)",
+        js.rolls, js.segments_created, js.segments_recycled, js.roll_waits
+    );
     println!(
         "otedama engine: stopped cleanly after {} commands ({} messages out, {} duplicates ignored); journal synced through {}; state hash {}",
         stats.commands,

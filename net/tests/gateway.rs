@@ -561,3 +561,21 @@ fn many_sessions(mut env: Env) {
     assert_eq!(rep.commands, stats.commands);
     assert_eq!(fresh.state_hash(), hash);
 }
+
+#[test]
+fn spinning_roles_serve_too() {
+    let env = Env::start_with(1, |c| {
+        c.io_poll = otedama_net::gateway::Poll::Spin;
+        c.engine_poll = otedama_net::gateway::Poll::Spin;
+    });
+    env.setup_market();
+    let mut c = env.trader(0);
+    for _ in 0..100 {
+        let cs = c.take_client_seq();
+        c.send(|b| order(cs, 0, 30, 1, 1).push(b)).unwrap();
+        let got = c.next_app().unwrap();
+        assert!(matches!(got, ServerMsg::Accepted(m) if m.client_seq == cs), "{got:?}");
+        let got = c.next_app().unwrap();
+        assert!(matches!(got, ServerMsg::Canceled(m) if m.client_seq == cs && m.reason == 1), "IOC remainder: {got:?}");
+    }
+}

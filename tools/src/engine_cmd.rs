@@ -63,7 +63,13 @@ pub fn engine(cfg: &Config) -> Result<i32> {
         format!("I/O and engine shards in one thread on {} ({:?})", core(gw_cfg.engine_core), gw_cfg.io_poll)
     } else {
         let io: Vec<String> = gw_cfg.io_cores.iter().map(|c| core(*c)).collect();
-        format!("I/O shards on [{}] ({:?}), engine shard on {} ({:?})", io.join(", "), gw_cfg.io_poll, core(gw_cfg.engine_core), gw_cfg.engine_poll)
+        format!(
+            "I/O shards on [{}] ({:?}), engine shard on {} ({:?})",
+            io.join(", "),
+            gw_cfg.io_poll,
+            core(gw_cfg.engine_core),
+            gw_cfg.engine_poll
+        )
     };
     println!("otedama engine: order entry on {} ({layout}); {n_keys} key(s) in {}", gw.local_addr(), keys_path.display());
     tracing::info!(addr = %gw.local_addr(), "engine serving");

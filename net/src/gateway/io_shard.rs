@@ -115,7 +115,10 @@ impl IoShard {
         stop: Arc<AtomicBool>,
         counters: Arc<GatewayCounters>,
     ) -> std::io::Result<IoShard> {
-        let ring = IoUring::builder().setup_single_issuer().build(4096)?;
+        // Cooperative task running: the kernel does not interrupt the shard to
+        // post completions; it flags pending work (IORING_SQ_TASKRUN) and the
+        // shard runs it on its next enter, in one batch.
+        let ring = IoUring::builder().setup_single_issuer().setup_coop_taskrun().setup_taskrun_flag().build(4096)?;
         let now = Instant::now();
         Ok(IoShard {
             ring,
@@ -244,7 +247,11 @@ impl IoShard {
                 return (did, true);
             }
         }
-        if !self.ring.submission().is_empty() {
+        let (pending, taskrun) = {
+            let sq = self.ring.submission();
+            (!sq.is_empty(), sq.taskrun())
+        };
+        if pending || taskrun {
             let _ = self.ring.submit();
             did = true;
         }

@@ -132,6 +132,7 @@ pub fn keys_cmd(cmd: KeysCmd, data_dir: &Path) -> Result<i32> {
                 println!("key id  {:016x}", k.id);
                 println!("secret  {}", hex::encode(k.secret));
                 println!("account {account}{}", if admin { " (admin)" } else { "" });
+                println!("use as  --key {:016x}:{}", k.id, hex::encode(k.secret));
                 println!("The secret is shown only now; {} keeps its argon2id hash.", path.display());
             }
             Ok(0)

@@ -579,3 +579,58 @@ fn spinning_roles_serve_too() {
         assert!(matches!(got, ServerMsg::Canceled(m) if m.client_seq == cs && m.reason == 1), "IOC remainder: {got:?}");
     }
 }
+
+#[test]
+fn floods_fill_the_engine_ring_without_deadlock_colocated() {
+    // A small ring, one thread for both roles: a flood fills the ring to
+    // the engine within one turn; orders beyond it are refused with
+    // EngineBusy, sessions that close meanwhile are still told to the
+    // engine, and the shard keeps serving.
+    let env = Env::start_with(1, |c| {
+        c.colocate = true;
+        c.ring_slots = 1024;
+    });
+    env.setup_market();
+    let addr = env.addr();
+    let keys = env.traders.clone();
+    let floods: Vec<_> = keys[..3]
+        .iter()
+        .copied()
+        .map(|k| {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let c = Client::login(addr, k.id, k.secret).unwrap();
+                let mut s = c.stream().try_clone().unwrap();
+                let mut buf = Vec::new();
+                for cs in 1..=20_000u64 {
+                    order(cs, 0, 5, 1, 1).push(&mut buf);
+                }
+                let _ = s.write_all(&buf);
+                // Close without reading: the close races the flood.
+                drop(s);
+                drop(c);
+            })
+        })
+        .collect();
+    for f in floods {
+        f.join().unwrap();
+    }
+    let busy = env.gw.as_ref().unwrap().counters().engine_busy.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(busy > 0, "the flood filled the ring (EngineBusy answers: {busy})");
+    // Every flooding session's end reaches the engine: the same keys log in again.
+    for k in &keys[..3] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match Client::login(addr, k.id, k.secret) {
+                Ok(_) => break,
+                Err(ClientError::LoginRejected(2)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    let mut c = env.trader(3);
+    let cs = c.take_client_seq();
+    c.send(|b| order(cs, 0, 5, 1, 0).push(b)).unwrap();
+    let got = c.next_app().unwrap();
+    assert!(matches!(got, ServerMsg::Accepted(m) if m.client_seq == cs), "{got:?}");
+}

@@ -26,6 +26,10 @@ const OP_SEND: u64 = 3;
 const OP_WAKE: u64 = 4;
 const OP_CANCEL: u64 = 5;
 
+fn cfg_max_connections(cfg: &GatewayConfig) -> usize {
+    cfg.max_connections.min(1 << 16)
+}
+
 fn ud(op: u64, slot: u32, generation: u32) -> u64 {
     (op << 56) | ((slot as u64 & 0xff_ffff) << 32) | generation as u64
 }
@@ -93,6 +97,9 @@ pub(crate) struct IoShard {
     stop: Arc<AtomicBool>,
     counters: Arc<GatewayCounters>,
     engine_pushed: bool,
+    /// Session ends waiting for room in the ring to the engine (at most
+    /// one per connection).
+    pending_to_engine: std::collections::VecDeque<ToEngine>,
     now: Instant,
     last_timer: Instant,
     stopping: Option<Instant>,
@@ -120,6 +127,7 @@ impl IoShard {
         // shard runs it on its next enter, in one batch.
         let ring = IoUring::builder().setup_single_issuer().setup_coop_taskrun().setup_taskrun_flag().build(4096)?;
         let now = Instant::now();
+        let pending_cap = cfg_max_connections(&cfg);
         Ok(IoShard {
             ring,
             id,
@@ -140,6 +148,7 @@ impl IoShard {
             stop,
             counters,
             engine_pushed: false,
+            pending_to_engine: std::collections::VecDeque::with_capacity(pending_cap),
             now,
             last_timer: now,
             stopping: None,
@@ -225,6 +234,7 @@ impl IoShard {
             }
         }
         self.cqes = cqes;
+        did |= self.retry_pending();
         did |= self.drain_auth();
         did |= self.drain_engine();
         self.flush_sends();
@@ -493,11 +503,9 @@ impl IoShard {
         match wire::decode_command(f, account, admin) {
             Ok((client_seq, kind)) => {
                 let conn = self.conn_ref(slot);
-                if self.to_engine.push(ToEngine::Command { conn, name, client_seq, kind }).is_err() {
+                if !self.try_engine(ToEngine::Command { conn, name, client_seq, kind }) {
                     self.counters.engine_busy.fetch_add(1, Ordering::Relaxed);
                     self.reject(slot, client_seq, GatewayReject::EngineBusy);
-                } else {
-                    self.engine_pushed = true;
                 }
             }
             Err((client_seq, why)) => self.reject(slot, client_seq, why),
@@ -639,20 +647,52 @@ impl IoShard {
         }
     }
 
-    /// Pushes a control message the engine must see; waits out a full ring
-    /// (the engine drains it continuously).
-    fn tell_engine(&mut self, mut m: ToEngine) {
-        loop {
+    /// Hands a message the engine must see (a session's end) to the ring,
+    /// or, when the ring is full, to a list retried every turn: the shard
+    /// never waits for the engine (which may be waiting for this shard, or
+    /// be this very thread in co-located mode). Order is kept: while the
+    /// list is not empty, every later message queues behind it or is
+    /// refused (`try_engine`).
+    fn tell_engine(&mut self, m: ToEngine) {
+        if self.pending_to_engine.is_empty() {
             match self.to_engine.push(m) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.engine_pushed = true;
+                    return;
+                }
+                Err(rtrb::PushError::Full(back)) => self.pending_to_engine.push_back(back),
+            }
+        } else {
+            self.pending_to_engine.push_back(m);
+        }
+    }
+
+    /// Pushes a message the engine may refuse (a command, a login): false
+    /// if the ring is full or control messages are still waiting for room.
+    fn try_engine(&mut self, m: ToEngine) -> bool {
+        if !self.pending_to_engine.is_empty() || self.to_engine.push(m).is_err() {
+            return false;
+        }
+        self.engine_pushed = true;
+        true
+    }
+
+    /// Moves waiting control messages into the ring as room appears.
+    fn retry_pending(&mut self) -> bool {
+        let mut did = false;
+        while let Some(m) = self.pending_to_engine.pop_front() {
+            match self.to_engine.push(m) {
+                Ok(()) => {
+                    did = true;
+                    self.engine_pushed = true;
+                }
                 Err(rtrb::PushError::Full(back)) => {
-                    m = back;
-                    self.engine_waker.wake();
-                    std::thread::yield_now();
+                    self.pending_to_engine.push_front(back);
+                    break;
                 }
             }
         }
-        self.engine_pushed = true;
+        did
     }
 
     /// Disconnects a session whose outbound messages the engine could not
@@ -685,10 +725,8 @@ impl IoShard {
                 }
                 Some((account, admin)) => {
                     let conn = self.conn_ref(slot);
-                    if self.to_engine.push(ToEngine::Open { conn, key_id: r.key_id, account, admin }).is_err() {
+                    if !self.try_engine(ToEngine::Open { conn, key_id: r.key_id, account, admin }) {
                         self.login_rejected(slot, LoginReject::Busy);
-                    } else {
-                        self.engine_pushed = true;
                     }
                 }
             }

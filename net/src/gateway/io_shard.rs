@@ -656,10 +656,7 @@ impl IoShard {
     fn tell_engine(&mut self, m: ToEngine) {
         if self.pending_to_engine.is_empty() {
             match self.to_engine.push(m) {
-                Ok(()) => {
-                    self.engine_pushed = true;
-                    return;
-                }
+                Ok(()) => self.engine_pushed = true,
                 Err(rtrb::PushError::Full(back)) => self.pending_to_engine.push_back(back),
             }
         } else {

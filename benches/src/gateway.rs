@@ -264,6 +264,27 @@ pub fn run(a: &Args) -> Result<Value> {
         hs.0.add(&r.rtt).ok();
         hs.1.add(&b.rtt).ok();
     }
+    // The same echo on tokio (current thread) and glommio, same core, same
+    // load: what the runtime alone costs (ARCHITECTURE.md, the runtime choice).
+    let tokio_addr = crate::runtimes::tokio_echo(Some(a.io_core))?;
+    let glommio_addr = crate::runtimes::glommio_echo(a.io_core)?;
+    let uring_addr = crate::runtimes::io_uring_echo(Some(a.io_core))?;
+    for run in 0..runs {
+        let mut line = format!("  runtimes run {}:", run + 1);
+        for (name, addr) in [("tokio", tokio_addr), ("glommio", glommio_addr), ("io_uring", uring_addr)] {
+            let r = loadgen::run(&spec(addr, vec![], 1, a.rate as f64, lat_secs, Mix::Ioc))?;
+            let (p50, p99) = (r.rtt.value_at_quantile(0.5) as f64 / 1e3, r.rtt.value_at_quantile(0.99) as f64 / 1e3);
+            let (k50, k99) = match name {
+                "tokio" => ("tokio_p50", "tokio_p99"),
+                "glommio" => ("glommio_p50", "glommio_p99"),
+                _ => ("uring_p50", "uring_p99"),
+            };
+            v.entry(k50).or_default().push(p50);
+            v.entry(k99).or_default().push(p99);
+            line.push_str(&format!(" {name} echo p50 {p50:.1} p99 {p99:.1} µs |"));
+        }
+        println!("{}", line.trim_end_matches(" |"));
+    }
     harness::print_histogram("engine NewOrder→Accepted (all runs)", &hs.0, 1e3, "µs");
     harness::print_histogram("plain TCP echo (all runs)", &hs.1, 1e3, "µs");
 
@@ -340,6 +361,15 @@ pub fn run(a: &Args) -> Result<Value> {
     let (b50, _) = m("base_p50");
     let (b99, _) = m("base_p99");
     let (cpu_med, _) = median_spread(&cpu_per_order);
+    let (t50, _) = m("tokio_p50");
+    let (t99, _) = m("tokio_p99");
+    let (g50, _) = m("glommio_p50");
+    let (g99, _) = m("glommio_p99");
+    let (u50, _) = m("uring_p50");
+    let (u99, _) = m("uring_p99");
+    println!(
+        "  runtimes (the same echo, same core, same load; medians): std threads p50 {b50:.1} / p99 {b99:.1} µs, tokio {t50:.1} / {t99:.1} µs, glommio {g50:.1} / {g99:.1} µs, raw io_uring {u50:.1} / {u99:.1} µs; the io_uring gateway with the engine {p50:.1} / {p99:.1} µs"
+    );
     println!(
         "  medians: engine p50 {p50:.1} µs, p99 {p99:.1} µs, p99.99 {p9999:.1} µs | echo p50 {b50:.1} µs, p99 {b99:.1} µs | ratio p50 {:.2}×, p99 {:.2}×",
         p50 / b50,
@@ -364,6 +394,14 @@ pub fn run(a: &Args) -> Result<Value> {
     out.insert("baseline_rtt_p99_us".into(), json!(b99));
     out.insert("p50_ratio".into(), json!(p50 / b50));
     out.insert("p99_ratio".into(), json!(p99 / b99));
+    out.insert("runtime_echo_std_p50_us".into(), json!(b50));
+    out.insert("runtime_echo_std_p99_us".into(), json!(b99));
+    out.insert("runtime_echo_tokio_p50_us".into(), json!(t50));
+    out.insert("runtime_echo_tokio_p99_us".into(), json!(t99));
+    out.insert("runtime_echo_glommio_p50_us".into(), json!(g50));
+    out.insert("runtime_echo_glommio_p99_us".into(), json!(g99));
+    out.insert("runtime_echo_io_uring_p50_us".into(), json!(u50));
+    out.insert("runtime_echo_io_uring_p99_us".into(), json!(u99));
     out.insert("orders_per_sec_max".into(), json!(best));
     out.insert("baseline_orders_per_sec_max".into(), json!(base_best));
     out.insert("server_cpu_ns_per_order".into(), json!(cpu_med));

@@ -10,3 +10,4 @@ pub mod harness;
 pub mod journal;
 pub mod loadgen;
 pub mod matching;
+pub mod runtimes;

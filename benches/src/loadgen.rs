@@ -232,6 +232,21 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
     Ok(LoadResult { rtt: h, sent: k as u64, accepted, throttled, rejected, missing, seconds, sender_lag_max_us: lag_max / 1e3 })
 }
 
+/// The echo's whole work: answers every complete 48-byte order frame in
+/// `inb[..len]` with a 68-byte Accepted-shaped frame carrying its
+/// `client_seq`, keeps the incomplete rest at the front of `inb`, and
+/// returns its length.
+pub fn answer_orders(inb: &mut [u8], len: usize, out: &mut Vec<u8>) -> usize {
+    let mut pos = 0;
+    while len - pos >= ORDER_BYTES {
+        let cs = u64::from_le_bytes(inb[pos + 4..pos + 12].try_into().expect("8 bytes"));
+        wire::Accepted { client_seq: cs, ..Default::default() }.push(out);
+        pos += ORDER_BYTES;
+    }
+    inb.copy_within(pos..len, 0);
+    len - pos
+}
+
 /// The plain baseline: a TCP server that answers each 48-byte order frame
 /// with a 68-byte frame shaped like Accepted (echoing `client_seq`), one
 /// thread per connection, blocking (`spin` = false) or busy-polling.
@@ -264,15 +279,7 @@ pub fn echo_server(core: Option<usize>, spin: bool) -> Result<(SocketAddr, Arc<A
                     match s.read(&mut inb[len..]) {
                         Ok(0) => break,
                         Ok(m) => {
-                            len += m;
-                            let mut pos = 0;
-                            while len - pos >= ORDER_BYTES {
-                                let cs = u64::from_le_bytes(inb[pos + 4..pos + 12].try_into().expect("8 bytes"));
-                                wire::Accepted { client_seq: cs, ..Default::default() }.push(&mut out);
-                                pos += ORDER_BYTES;
-                            }
-                            inb.copy_within(pos..len, 0);
-                            len -= pos;
+                            len = answer_orders(&mut inb, len + m, &mut out);
                             if s.write_all(&out).is_err() {
                                 break;
                             }

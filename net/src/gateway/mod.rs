@@ -11,11 +11,15 @@
 //! ```
 //!
 //! Every ring is bounded: an I/O shard whose ring to the engine is full
-//! answers `Rejected(EngineBusy)`; the engine only takes a command when
-//! every ring back to the shards has room for a burst of events, and waits
-//! (never drops, never grows) in the rare case one command's events
-//! outrun that room. A client that stops reading is disconnected when its
-//! bounded outbound queue fills, so it never stalls a shard or the engine.
+//! answers `Rejected(EngineBusy)` (and queues a closed session's notice,
+//! one per connection at most, to retry: a shard never waits for the
+//! engine); the engine only takes a command when every ring back to the
+//! shards has room for a burst of events, and waits (never drops, never
+//! grows) in the rare case one command's events outrun that room, or, when
+//! it shares the shard's thread and so cannot wait, disconnects the
+//! session the message was for. A client that stops reading is
+//! disconnected when its bounded outbound queue fills, so it never stalls
+//! a shard or the engine.
 
 mod auth;
 mod engine_shard;

@@ -477,14 +477,20 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the error type
     fn bad_values_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "[journal]\nsegmnt_bytes = 1\n").unwrap();
-        let e = load(Some(&file), &Overrides::default()).unwrap_err();
-        assert!(format!("{e:#}").contains("segmnt_bytes"), "{e:#}");
-        std::fs::write(&file, "[journal]\nsegment_bytes = 1000\n").unwrap();
-        let e = load(Some(&file), &Overrides::default()).unwrap_err();
-        assert!(format!("{e:#}").contains("segment_bytes must be a multiple of 4096"), "{e:#}");
+        // In a Jail: the precedence test sets OTEDAMA_* variables in this
+        // process's environment, and Jails run one at a time.
+        figment::Jail::expect_with(|_jail| {
+            std::fs::write(&file, "[journal]\nsegmnt_bytes = 1\n").unwrap();
+            let e = load(Some(&file), &Overrides::default()).unwrap_err();
+            assert!(format!("{e:#}").contains("segmnt_bytes"), "{e:#}");
+            std::fs::write(&file, "[journal]\nsegment_bytes = 1000\n").unwrap();
+            let e = load(Some(&file), &Overrides::default()).unwrap_err();
+            assert!(format!("{e:#}").contains("segment_bytes must be a multiple of 4096"), "{e:#}");
+            Ok(())
+        });
     }
 }

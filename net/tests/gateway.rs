@@ -469,9 +469,10 @@ fn heartbeat_timeout_and_login_timeout() {
     };
     assert_eq!(reason, wire::GoodbyeReason::HeartbeatTimeout as u16);
     assert!(t0.elapsed() >= Duration::from_millis(250), "{:?}", t0.elapsed());
-    // A client that heartbeats stays; server heartbeats arrive meanwhile.
+    // A client that heartbeats (every ~50 ms, promising 500 ms, so a busy
+    // test host has 1.5 s of slack) stays; server heartbeats arrive meanwhile.
     let mut c = Client::connect(env.addr()).unwrap();
-    c.send(|b| wire::Login { key_id: k.id, secret: k.secret, next_seq: 0, heartbeat_ms: 100, flags: 0 }.push(b)).unwrap();
+    c.send(|b| wire::Login { key_id: k.id, secret: k.secret, next_seq: 0, heartbeat_ms: 500, flags: 0 }.push(b)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match c.recv().unwrap() {
@@ -480,7 +481,7 @@ fn heartbeat_timeout_and_login_timeout() {
                 // The previous session's close is still on its way to the engine.
                 std::thread::sleep(Duration::from_millis(20));
                 c = Client::connect(env.addr()).unwrap();
-                c.send(|b| wire::Login { key_id: k.id, secret: k.secret, next_seq: 0, heartbeat_ms: 100, flags: 0 }.push(b)).unwrap();
+                c.send(|b| wire::Login { key_id: k.id, secret: k.secret, next_seq: 0, heartbeat_ms: 500, flags: 0 }.push(b)).unwrap();
             }
             m => panic!("{m:?}"),
         }

@@ -183,6 +183,12 @@ pub(crate) struct Segment {
     sealed: AtomicBool,
     /// The header page in the stage changed and must be written back.
     header_dirty: AtomicBool,
+    /// The header page as the file holds it (with this segment's first
+    /// sequence) has been synced. Until then every sync of the segment
+    /// starts at offset 0: records past a header the disk does not have
+    /// would be lost at a power cut (recovery takes a header without a
+    /// first sequence for an unused prepared file).
+    header_synced: AtomicBool,
 }
 
 // SAFETY: `stage_ptr` points into `stage`, which lives as long as the
@@ -205,6 +211,7 @@ impl Segment {
             synced_end: AtomicUsize::new(0),
             sealed: AtomicBool::new(false),
             header_dirty: AtomicBool::new(false),
+            header_synced: AtomicBool::new(false),
         })
     }
 
@@ -348,11 +355,23 @@ impl Shared {
             newest.file.write_at(slots.start, newest.staged(slots.start, slots.end))?;
         }
         for (i, seg) in segs.iter().enumerate() {
+            // Read before `end`: a segment is in `active` only after its
+            // roll set `header_dirty`, and only `write_back` (under the
+            // caller's io_lock, like this) clears it, so `false` here means
+            // the file already holds the header with the first sequence.
+            let header_in_file = !seg.header_dirty.load(Ordering::Acquire);
             let end = seg.written_back.load(Ordering::Acquire);
             let is_newest = i + 1 == segs.len();
-            let from = if is_newest && persist { 0 } else { seg.synced_end.load(Ordering::Relaxed) & !4095 };
+            let from = if (is_newest && persist) || !seg.header_synced.load(Ordering::Relaxed) {
+                0
+            } else {
+                seg.synced_end.load(Ordering::Relaxed) & !4095
+            };
             if end > from {
                 self.sync_region(&*seg.file, from, end - from)?;
+            }
+            if header_in_file {
+                seg.header_synced.store(true, Ordering::Relaxed);
             }
             seg.synced_end.store(end, Ordering::Release);
         }
@@ -563,6 +582,8 @@ impl Journal {
         }
 
         cur.synced_end.store(offset, Ordering::Relaxed);
+        // The segment open resumes in was found (or made) on disk with its header.
+        cur.header_synced.store(true, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             storage,
             ctl,

@@ -336,14 +336,18 @@ impl Router {
         if origin_gets {
             self.send_event(origin, client_seq, ts, ev);
         }
-        if let Some(a) = account {
-            let len = self.by_account.get(&a).map_or(0, Vec::len);
-            for k in 0..len {
-                let n = self.by_account[&a][k];
+        if let Some(a) = account
+            && let Some(list) = self.by_account.get_mut(&a)
+        {
+            // Taken out for the loop (no allocation: the Vec moves) so the
+            // map is searched twice per event, not once per recipient.
+            let list = std::mem::take(list);
+            for &n in &list {
                 if n != origin {
                     self.send_event(n, 0, ts, ev);
                 }
             }
+            *self.by_account.get_mut(&a).expect("still there") = list;
         }
     }
 

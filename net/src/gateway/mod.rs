@@ -174,7 +174,6 @@ pub(crate) struct ToShard {
 pub(crate) struct Waker {
     sleeping: AtomicBool,
     how: WakeHow,
-    pub wakes: AtomicU64,
 }
 
 pub(crate) enum WakeHow {
@@ -190,10 +189,10 @@ impl Waker {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Waker { sleeping: AtomicBool::new(false), how: WakeHow::EventFd(fd), wakes: AtomicU64::new(0) })
+        Ok(Waker { sleeping: AtomicBool::new(false), how: WakeHow::EventFd(fd) })
     }
     pub fn thread(t: Thread) -> Waker {
-        Waker { sleeping: AtomicBool::new(false), how: WakeHow::Thread(t), wakes: AtomicU64::new(0) }
+        Waker { sleeping: AtomicBool::new(false), how: WakeHow::Thread(t) }
     }
     pub fn fd(&self) -> i32 {
         match self.how {
@@ -211,7 +210,6 @@ impl Waker {
     }
     #[cold]
     pub fn wake_now(&self) {
-        self.wakes.fetch_add(1, Ordering::Relaxed);
         match &self.how {
             WakeHow::EventFd(fd) => {
                 let one: u64 = 1;

@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod baseline_book;
 pub mod gateway;
 pub mod harness;
+pub mod hashers;
 pub mod journal;
 pub mod loadgen;
 pub mod matching;

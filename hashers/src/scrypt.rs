@@ -44,7 +44,7 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx512f") {
-                v.extend([2, 3, 1, 4].map(|groups| Kernel::Avx512 { groups }));
+                v.extend([3, 2, 4, 1].map(|groups| Kernel::Avx512 { groups }));
             }
             if std::is_x86_feature_detected!("avx2") {
                 v.extend([2, 4, 1].map(|groups| Kernel::Avx2 { groups }));
@@ -95,22 +95,11 @@ impl Scrypt {
     /// # Panics
     /// If the kernel is not available on this CPU or has zero groups.
     pub fn new(kernel: Kernel) -> Scrypt {
-        assert!(
-            Kernel::available().contains(&kernel),
-            "{kernel:?} is not available on this CPU"
-        );
+        assert!(Kernel::available().contains(&kernel), "{kernel:?} is not available on this CPU");
         let lanes = kernel.lanes();
         // 128 bytes = two 64-byte rows per lane per entry.
-        let v = if kernel == Kernel::Generic {
-            Vec::new()
-        } else {
-            vec![Align64([0; 16]); N * 2 * lanes]
-        };
-        Scrypt {
-            kernel,
-            v,
-            b: vec![[0; 32]; lanes],
-        }
+        let v = if kernel == Kernel::Generic { Vec::new() } else { vec![Align64([0; 16]); N * 2 * lanes] };
+        Scrypt { kernel, v, b: vec![[0; 32]; lanes] }
     }
 
     pub fn kernel(&self) -> Kernel {
@@ -134,14 +123,7 @@ impl Scrypt {
 
     /// Hashes `header` with nonces `start .. start + count` (bytes 76..80,
     /// little-endian) and appends every nonce whose hash meets `target`.
-    pub fn scan(
-        &mut self,
-        header: &[u8; 80],
-        start: u32,
-        count: u32,
-        target: Target,
-        found: &mut Vec<u32>,
-    ) {
+    pub fn scan(&mut self, header: &[u8; 80], start: u32, count: u32, target: Target, found: &mut Vec<u32>) {
         assert!(u64::from(start) + u64::from(count) <= 1 << 32, "nonce range passes 2^32");
         let lanes = self.lanes();
         let mut ins = vec![*header; lanes];
@@ -359,34 +341,54 @@ macro_rules! romix_kernel {
 romix_kernel!(avx512, "avx512f", 4, __m512i, {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn add(a: __m512i, b: __m512i) -> __m512i { _mm512_add_epi32(a, b) }
+    fn add(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_add_epi32(a, b)
+    }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn xor(a: __m512i, b: __m512i) -> __m512i { _mm512_xor_si512(a, b) }
+    fn xor(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_xor_si512(a, b)
+    }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn zero() -> __m512i { _mm512_setzero_si512() }
+    fn zero() -> __m512i {
+        _mm512_setzero_si512()
+    }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn rol7(x: __m512i) -> __m512i { _mm512_rol_epi32::<7>(x) }
+    fn rol7(x: __m512i) -> __m512i {
+        _mm512_rol_epi32::<7>(x)
+    }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn rol9(x: __m512i) -> __m512i { _mm512_rol_epi32::<9>(x) }
+    fn rol9(x: __m512i) -> __m512i {
+        _mm512_rol_epi32::<9>(x)
+    }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn rol13(x: __m512i) -> __m512i { _mm512_rol_epi32::<13>(x) }
+    fn rol13(x: __m512i) -> __m512i {
+        _mm512_rol_epi32::<13>(x)
+    }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn rol18(x: __m512i) -> __m512i { _mm512_rol_epi32::<18>(x) }
+    fn rol18(x: __m512i) -> __m512i {
+        _mm512_rol_epi32::<18>(x)
+    }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn shuf93(x: __m512i) -> __m512i { _mm512_shuffle_epi32::<0x93>(x) }
+    fn shuf93(x: __m512i) -> __m512i {
+        _mm512_shuffle_epi32::<0x93>(x)
+    }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn shuf4e(x: __m512i) -> __m512i { _mm512_shuffle_epi32::<0x4e>(x) }
+    fn shuf4e(x: __m512i) -> __m512i {
+        _mm512_shuffle_epi32::<0x4e>(x)
+    }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn shuf39(x: __m512i) -> __m512i { _mm512_shuffle_epi32::<0x39>(x) }
+    fn shuf39(x: __m512i) -> __m512i {
+        _mm512_shuffle_epi32::<0x39>(x)
+    }
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn load_words(w: &[u32; 16]) -> __m512i {
@@ -429,34 +431,54 @@ romix_kernel!(avx512, "avx512f", 4, __m512i, {
 romix_kernel!(avx2, "avx2", 2, __m256i, {
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn add(a: __m256i, b: __m256i) -> __m256i { _mm256_add_epi32(a, b) }
+    fn add(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(a, b)
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn xor(a: __m256i, b: __m256i) -> __m256i { _mm256_xor_si256(a, b) }
+    fn xor(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_xor_si256(a, b)
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn zero() -> __m256i { _mm256_setzero_si256() }
+    fn zero() -> __m256i {
+        _mm256_setzero_si256()
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn rol7(x: __m256i) -> __m256i { _mm256_or_si256(_mm256_slli_epi32::<7>(x), _mm256_srli_epi32::<25>(x)) }
+    fn rol7(x: __m256i) -> __m256i {
+        _mm256_or_si256(_mm256_slli_epi32::<7>(x), _mm256_srli_epi32::<25>(x))
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn rol9(x: __m256i) -> __m256i { _mm256_or_si256(_mm256_slli_epi32::<9>(x), _mm256_srli_epi32::<23>(x)) }
+    fn rol9(x: __m256i) -> __m256i {
+        _mm256_or_si256(_mm256_slli_epi32::<9>(x), _mm256_srli_epi32::<23>(x))
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn rol13(x: __m256i) -> __m256i { _mm256_or_si256(_mm256_slli_epi32::<13>(x), _mm256_srli_epi32::<19>(x)) }
+    fn rol13(x: __m256i) -> __m256i {
+        _mm256_or_si256(_mm256_slli_epi32::<13>(x), _mm256_srli_epi32::<19>(x))
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn rol18(x: __m256i) -> __m256i { _mm256_or_si256(_mm256_slli_epi32::<18>(x), _mm256_srli_epi32::<14>(x)) }
+    fn rol18(x: __m256i) -> __m256i {
+        _mm256_or_si256(_mm256_slli_epi32::<18>(x), _mm256_srli_epi32::<14>(x))
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn shuf93(x: __m256i) -> __m256i { _mm256_shuffle_epi32::<0x93>(x) }
+    fn shuf93(x: __m256i) -> __m256i {
+        _mm256_shuffle_epi32::<0x93>(x)
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn shuf4e(x: __m256i) -> __m256i { _mm256_shuffle_epi32::<0x4e>(x) }
+    fn shuf4e(x: __m256i) -> __m256i {
+        _mm256_shuffle_epi32::<0x4e>(x)
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn shuf39(x: __m256i) -> __m256i { _mm256_shuffle_epi32::<0x39>(x) }
+    fn shuf39(x: __m256i) -> __m256i {
+        _mm256_shuffle_epi32::<0x39>(x)
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
     fn load_words(w: &[u32; 16]) -> __m256i {
@@ -474,19 +496,14 @@ romix_kernel!(avx2, "avx2", 2, __m256i, {
     #[inline]
     #[target_feature(enable = "avx2")]
     fn lane_indices(x: __m256i) -> [u32; 2] {
-        [
-            _mm256_extract_epi32::<0>(x) as u32,
-            _mm256_extract_epi32::<4>(x) as u32,
-        ]
+        [_mm256_extract_epi32::<0>(x) as u32, _mm256_extract_epi32::<4>(x) as u32]
     }
     /// # Safety
     /// Each pointer addresses 32 readable bytes.
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn gather_lanes(ptrs: &[*const u32; 2]) -> __m256i {
-        unsafe {
-            _mm256_loadu2_m128i(ptrs[1].add(4).cast(), ptrs[0].cast())
-        }
+        unsafe { _mm256_loadu2_m128i(ptrs[1].add(4).cast(), ptrs[0].cast()) }
     }
 });
 

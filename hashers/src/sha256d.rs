@@ -25,19 +25,15 @@ use sha2::block_api::compress256;
 use sha2::{Digest, Sha256};
 
 /// SHA-256's initial state.
-pub const IV: [u32; 8] = [
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-];
+pub const IV: [u32; 8] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
 
 const K: [u32; 64] = [
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be,
+    0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa,
+    0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85,
+    0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3,
+    0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f,
+    0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 ];
 
 /// `SHA256(SHA256(data))`.
@@ -59,14 +55,8 @@ impl HeaderJob {
     pub fn new(header: &[u8; 80]) -> HeaderJob {
         let mut midstate = IV;
         compress256(&mut midstate, &[header[..64].try_into().unwrap()]);
-        let tail = [0, 1, 2].map(|i| {
-            u32::from_be_bytes(header[64 + 4 * i..68 + 4 * i].try_into().unwrap())
-        });
-        HeaderJob {
-            header: *header,
-            midstate,
-            tail,
-        }
+        let tail = [0, 1, 2].map(|i| u32::from_be_bytes(header[64 + 4 * i..68 + 4 * i].try_into().unwrap()));
+        HeaderJob { header: *header, midstate, tail }
     }
 
     /// The header with `nonce` in bytes 76..80 (little-endian, as in blocks).
@@ -122,12 +112,11 @@ impl Kernel {
         let mut v = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
+                v.push(Kernel::Avx512);
+            }
             if std::is_x86_feature_detected!("sha") && std::is_x86_feature_detected!("sse4.1") {
                 v.push(Kernel::ShaNi);
-            }
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
-            {
-                v.push(Kernel::Avx512);
             }
             if std::is_x86_feature_detected!("avx2") {
                 v.push(Kernel::Avx2);
@@ -168,10 +157,7 @@ impl Kernel {
 /// # Panics
 /// If `kernel` is not in [`Kernel::available`], or the range passes 2^32.
 pub fn scan(job: &HeaderJob, start: u32, count: u32, target: Target, kernel: Kernel, found: &mut Vec<u32>) {
-    assert!(
-        Kernel::available().contains(&kernel) || kernel == Kernel::Generic,
-        "{kernel:?} is not available on this CPU"
-    );
+    assert!(Kernel::available().contains(&kernel) || kernel == Kernel::Generic, "{kernel:?} is not available on this CPU");
     assert!(u64::from(start) + u64::from(count) <= 1 << 32, "nonce range passes 2^32");
     let top = target.top_u32();
     let lanes = kernel.lanes();
@@ -229,14 +215,13 @@ struct Precomputed {
 impl Precomputed {
     fn new(job: &HeaderJob) -> Precomputed {
         let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = job.midstate;
-        for t in 0..3 {
+        for (t, &k) in K.iter().enumerate().take(3) {
             let t1 = h
                 .wrapping_add(e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25))
                 .wrapping_add((e & f) ^ (!e & g))
-                .wrapping_add(K[t])
+                .wrapping_add(k)
                 .wrapping_add(job.tail[t]);
-            let t2 = (a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22))
-                .wrapping_add((a & b) ^ (a & c) ^ (b & c));
+            let t2 = (a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22)).wrapping_add((a & b) ^ (a & c) ^ (b & c));
             h = g;
             g = f;
             f = e;
@@ -249,11 +234,7 @@ impl Precomputed {
         let s0 = |x: u32| x.rotate_right(7) ^ x.rotate_right(18) ^ (x >> 3);
         let s1 = |x: u32| x.rotate_right(17) ^ x.rotate_right(19) ^ (x >> 10);
         let [w0, w1, w2] = job.tail;
-        Precomputed {
-            state3: [a, b, c, d, e, f, g, h],
-            w16: s0(w1).wrapping_add(w0),
-            w17: s1(640).wrapping_add(s0(w2)).wrapping_add(w1),
-        }
+        Precomputed { state3: [a, b, c, d, e, f, g, h], w16: s0(w1).wrapping_add(w0), w17: s1(640).wrapping_add(s0(w2)).wrapping_add(w1) }
     }
 }
 
@@ -362,28 +343,44 @@ macro_rules! lane_kernel {
 lane_kernel!(avx512, "avx512f,avx512bw", 16, __m512i, {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn add(a: __m512i, b: __m512i) -> __m512i { _mm512_add_epi32(a, b) }
+    fn add(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_add_epi32(a, b)
+    }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn xor3(a: __m512i, b: __m512i, c: __m512i) -> __m512i { _mm512_ternarylogic_epi32::<0x96>(a, b, c) }
+    fn xor3(a: __m512i, b: __m512i, c: __m512i) -> __m512i {
+        _mm512_ternarylogic_epi32::<0x96>(a, b, c)
+    }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn ch(e: __m512i, f: __m512i, g: __m512i) -> __m512i { _mm512_ternarylogic_epi32::<0xca>(e, f, g) }
+    fn ch(e: __m512i, f: __m512i, g: __m512i) -> __m512i {
+        _mm512_ternarylogic_epi32::<0xca>(e, f, g)
+    }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn maj(a: __m512i, b: __m512i, c: __m512i) -> __m512i { _mm512_ternarylogic_epi32::<0xe8>(a, b, c) }
+    fn maj(a: __m512i, b: __m512i, c: __m512i) -> __m512i {
+        _mm512_ternarylogic_epi32::<0xe8>(a, b, c)
+    }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn ror<const N: i32>(x: __m512i) -> __m512i { _mm512_ror_epi32::<N>(x) }
+    fn ror<const N: i32>(x: __m512i) -> __m512i {
+        _mm512_ror_epi32::<N>(x)
+    }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn shr<const N: u32>(x: __m512i) -> __m512i { _mm512_srli_epi32::<N>(x) }
+    fn shr<const N: u32>(x: __m512i) -> __m512i {
+        _mm512_srli_epi32::<N>(x)
+    }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn splat(x: u32) -> __m512i { _mm512_set1_epi32(x as i32) }
+    fn splat(x: u32) -> __m512i {
+        _mm512_set1_epi32(x as i32)
+    }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn iota() -> __m512i { _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) }
+    fn iota() -> __m512i {
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     fn bswap(x: __m512i) -> __m512i {
@@ -402,10 +399,14 @@ lane_kernel!(avx512, "avx512f,avx512bw", 16, __m512i, {
 lane_kernel!(avx2, "avx2", 8, __m256i, {
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn add(a: __m256i, b: __m256i) -> __m256i { _mm256_add_epi32(a, b) }
+    fn add(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(a, b)
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn xor3(a: __m256i, b: __m256i, c: __m256i) -> __m256i { _mm256_xor_si256(_mm256_xor_si256(a, b), c) }
+    fn xor3(a: __m256i, b: __m256i, c: __m256i) -> __m256i {
+        _mm256_xor_si256(_mm256_xor_si256(a, b), c)
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
     fn ch(e: __m256i, f: __m256i, g: __m256i) -> __m256i {
@@ -419,27 +420,28 @@ lane_kernel!(avx2, "avx2", 8, __m256i, {
     #[inline]
     #[target_feature(enable = "avx2")]
     fn ror<const N: u32>(x: __m256i) -> __m256i {
-        _mm256_or_si256(
-            _mm256_srl_epi32(x, _mm_cvtsi32_si128(N as i32)),
-            _mm256_sll_epi32(x, _mm_cvtsi32_si128(32 - N as i32)),
-        )
+        _mm256_or_si256(_mm256_srl_epi32(x, _mm_cvtsi32_si128(N as i32)), _mm256_sll_epi32(x, _mm_cvtsi32_si128(32 - N as i32)))
     }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn shr<const N: u32>(x: __m256i) -> __m256i { _mm256_srl_epi32(x, _mm_cvtsi32_si128(N as i32)) }
+    fn shr<const N: u32>(x: __m256i) -> __m256i {
+        _mm256_srl_epi32(x, _mm_cvtsi32_si128(N as i32))
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn splat(x: u32) -> __m256i { _mm256_set1_epi32(x as i32) }
+    fn splat(x: u32) -> __m256i {
+        _mm256_set1_epi32(x as i32)
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn iota() -> __m256i { _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7) }
+    fn iota() -> __m256i {
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
+    }
     #[inline]
     #[target_feature(enable = "avx2")]
     fn bswap(x: __m256i) -> __m256i {
-        let m = _mm256_setr_epi8(
-            3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12,
-            3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12,
-        );
+        let m =
+            _mm256_setr_epi8(3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12, 3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12);
         _mm256_shuffle_epi8(x, m)
     }
     #[inline]
@@ -472,14 +474,7 @@ mod shani {
 
     fn kv(g: usize) -> __m128i {
         // SAFETY: SSE2 is part of x86_64.
-        unsafe {
-            _mm_set_epi32(
-                K[4 * g + 3] as i32,
-                K[4 * g + 2] as i32,
-                K[4 * g + 1] as i32,
-                K[4 * g] as i32,
-            )
-        }
+        unsafe { _mm_set_epi32(K[4 * g + 3] as i32, K[4 * g + 2] as i32, K[4 * g + 1] as i32, K[4 * g] as i32) }
     }
 
     /// W[4g..4g+4] from the four previous groups.
@@ -487,10 +482,7 @@ mod shani {
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     fn sched(w: &[__m128i; 16], g: usize) -> __m128i {
         _mm_sha256msg2_epu32(
-            _mm_add_epi32(
-                _mm_sha256msg1_epu32(w[(g - 4) & 15], w[(g - 3) & 15]),
-                _mm_alignr_epi8::<4>(w[(g - 1) & 15], w[(g - 2) & 15]),
-            ),
+            _mm_add_epi32(_mm_sha256msg1_epu32(w[(g - 4) & 15], w[(g - 3) & 15]), _mm_alignr_epi8::<4>(w[(g - 1) & 15], w[(g - 2) & 15])),
             w[(g - 1) & 15],
         )
     }
@@ -501,10 +493,7 @@ mod shani {
         let mid = pack(&job.midstate);
         let kvs: [__m128i; 16] = core::array::from_fn(kv);
         // Rounds 0 and 1 use only W0, W1: the same for every nonce.
-        let w0k_lo = _mm_add_epi32(
-            _mm_set_epi32(0, 0, job.tail[1] as i32, job.tail[0] as i32),
-            kvs[0],
-        );
+        let w0k_lo = _mm_add_epi32(_mm_set_epi32(0, 0, job.tail[1] as i32, job.tail[0] as i32), kvs[0]);
         let abef1 = _mm_sha256rnds2_epu32(mid[1], mid[0], w0k_lo);
 
         // First hash, second block.
@@ -576,9 +565,7 @@ mod tests {
     use super::*;
 
     fn reference_scan(job: &HeaderJob, start: u32, count: u32, target: Target) -> Vec<u32> {
-        (start..start + count)
-            .filter(|&n| target.is_met_by(&sha256d(&job.header_with_nonce(n))))
-            .collect()
+        (start..start + count).filter(|&n| target.is_met_by(&sha256d(&job.header_with_nonce(n)))).collect()
     }
 
     #[test]

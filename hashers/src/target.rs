@@ -100,9 +100,7 @@ impl Target {
             word >>= 8 * (3 - size);
             U256::from(word)
         } else {
-            if word != 0
-                && (size > 34 || (word > 0xff && size > 33) || (word > 0xffff && size > 32))
-            {
+            if word != 0 && (size > 34 || (word > 0xff && size > 33) || (word > 0xffff && size > 32)) {
                 return Err(CompactError::Overflow(bits));
             }
             U256::from(word) << (8 * (size - 3))
@@ -117,11 +115,7 @@ impl Target {
     /// to a 23-bit mantissa.
     pub fn to_compact(self) -> u32 {
         let size = (256 - self.0.leading_zeros()).div_ceil(8);
-        let mut compact: u32 = if size <= 3 {
-            (self.0.as_u32()) << (8 * (3 - size))
-        } else {
-            (self.0 >> (8 * (size - 3))).as_u32()
-        };
+        let mut compact: u32 = if size <= 3 { (self.0.as_u32()) << (8 * (3 - size)) } else { (self.0 >> (8 * (size - 3))).as_u32() };
         let mut size = size;
         if compact & 0x0080_0000 != 0 {
             compact >>= 8;
@@ -147,11 +141,7 @@ impl Target {
         let m256 = U256::from(m);
         let target = if e >= 0 {
             // The divisor m * 2^e; past 2^256 the quotient is zero.
-            if 64 - m.leading_zeros() as i32 + e > 256 {
-                U256::ZERO
-            } else {
-                diff1 / (m256 << e as u32)
-            }
+            if 64 - m.leading_zeros() as i32 + e > 256 { U256::ZERO } else { diff1 / (m256 << e as u32) }
         } else {
             let s = (-e) as u32;
             let (q, r) = (diff1 / m256, diff1 % m256);
@@ -161,7 +151,7 @@ impl Target {
                 // floor((q*m + r) * 2^s / m) = q * 2^s + floor(r * 2^s / m),
                 // and r < m < 2^53, so r * 2^s fits whenever q * 2^s does
                 // (q >= 2^171 for every family).
-                let low = (U256::from(r) << s) / m256;
+                let low = (r << s) / m256;
                 (q << s).checked_add(low).unwrap_or(U256::MAX)
             }
         };
@@ -228,11 +218,7 @@ fn decompose(x: f64) -> (u64, i32) {
     let bits = x.to_bits();
     let exp = ((bits >> 52) & 0x7ff) as i32;
     let frac = bits & ((1u64 << 52) - 1);
-    if exp == 0 {
-        (frac, -1074)
-    } else {
-        (frac | (1u64 << 52), exp - 1075)
-    }
+    if exp == 0 { (frac, -1074) } else { (frac | (1u64 << 52), exp - 1075) }
 }
 
 /// The 64-bit share target of Monero-style Stratum (XMRig's `target` field).
@@ -284,9 +270,7 @@ impl MoneroShareTarget {
                 }
                 Some(MoneroShareTarget(u64::MAX / u64::from(u32::MAX / t)))
             }
-            8 => Some(MoneroShareTarget(u64::from_le_bytes(
-                bytes[..8].try_into().ok()?,
-            ))),
+            8 => Some(MoneroShareTarget(u64::from_le_bytes(bytes[..8].try_into().ok()?))),
             _ => None,
         }
     }
@@ -297,13 +281,10 @@ fn hex_lower(bytes: &[u8]) -> String {
 }
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>()
 }
 
 #[cfg(test)]
@@ -327,18 +308,9 @@ mod tests {
         assert_eq!(Target::from_compact(0x02123456).unwrap().0, U256::from(0x1234u32));
         assert_eq!(Target::from_compact(0).unwrap().0, U256::ZERO);
         // Sign bit and overflow, as the node rejects them.
-        assert_eq!(
-            Target::from_compact(0x04923456),
-            Err(CompactError::Negative(0x04923456))
-        );
-        assert_eq!(
-            Target::from_compact(0x23000001),
-            Err(CompactError::Overflow(0x23000001))
-        );
-        assert_eq!(
-            Target::from_compact(0x22000100),
-            Err(CompactError::Overflow(0x22000100))
-        );
+        assert_eq!(Target::from_compact(0x04923456), Err(CompactError::Negative(0x04923456)));
+        assert_eq!(Target::from_compact(0x23000001), Err(CompactError::Overflow(0x23000001)));
+        assert_eq!(Target::from_compact(0x22000100), Err(CompactError::Overflow(0x22000100)));
         assert!(Target::from_compact(0x22000001).is_ok());
         // A sign bit on a zero mantissa is zero, not negative (SetCompact).
         assert_eq!(Target::from_compact(0x01800000).unwrap().0, U256::ZERO);

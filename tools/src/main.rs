@@ -85,6 +85,8 @@ enum BenchCmd {
     Matching(otedama_benches::matching::Args),
     /// Order entry round trips through `otedama engine` against a plain TCP echo.
     Gateway(otedama_benches::gateway::Args),
+    /// sha256d, scrypt and RandomX hashing against their baselines.
+    Hashers(otedama_benches::hashers::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,6 +241,7 @@ fn main() {
         Cmd::Bench { which: BenchCmd::Journal(args) } => otedama_benches::journal::run(&args).map(|_| 0),
         Cmd::Bench { which: BenchCmd::Matching(args) } => otedama_benches::matching::run(&args).map(|_| 0),
         Cmd::Bench { which: BenchCmd::Gateway(args) } => otedama_benches::gateway::run(&args).map(|_| 0),
+        Cmd::Bench { which: BenchCmd::Hashers(args) } => otedama_benches::hashers::run(&args).map(|_| 0),
         Cmd::Keys(k) => engine_cmd::keys_cmd(k, &cfg.data_dir),
         Cmd::Mine => not_built("mine", "a later issue builds the miner"),
         Cmd::Loadgen(l) => loadgen_cmd(l),

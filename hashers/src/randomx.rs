@@ -115,6 +115,9 @@ impl Cache {
             // SAFETY: plain allocation call.
             unsafe { ffi::randomx_alloc_cache(f) }
         })?;
+        if flags & flags::LARGE_PAGES == 0 {
+            advise_cache_huge_pages(ptr);
+        }
         // SAFETY: `ptr` is a fresh cache; `key` is valid for its length.
         unsafe { ffi::randomx_init_cache(ptr, key.as_ptr().cast(), key.len()) };
         Ok(Arc::new(Cache { ptr, flags, key: key.to_vec() }))
@@ -209,17 +212,41 @@ fn advise_huge_pages(dataset: *mut ffi::randomx_dataset) {
     let mem = unsafe { ffi::randomx_get_dataset_memory(dataset) } as usize;
     // SAFETY: no arguments.
     let len = unsafe { ffi::randomx_dataset_item_count() } as usize * randomx_rs::RANDOMX_DATASET_ITEM_SIZE;
+    if !advise_range(mem, len) {
+        tracing::info!("RandomX dataset: transparent huge pages not available; using 4 KiB pages");
+    }
+}
+
+/// `madvise(MADV_HUGEPAGE)` on the whole pages inside `[mem, mem + len)`.
+fn advise_range(mem: usize, len: usize) -> bool {
     let page = 4096;
     let start = mem.next_multiple_of(page);
     let end = (mem + len) & !(page - 1);
-    if end > start {
-        // SAFETY: the range lies inside the dataset's allocation; MADV_HUGEPAGE
-        // changes only how it is backed, never its contents.
-        let rc = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-        if rc != 0 {
-            tracing::info!("RandomX dataset: transparent huge pages not available; using 4 KiB pages");
-        }
+    if end <= start {
+        return false;
     }
+    // SAFETY: the range lies inside one live allocation of RandomX's;
+    // MADV_HUGEPAGE changes only how it is backed, never its contents.
+    unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) == 0 }
+}
+
+/// The cache's 256 MiB, the same advice as the dataset's. Every dataset
+/// item reads it at random, so its TLB misses slow the dataset build and
+/// light-mode hashing.
+///
+/// RandomX's API does not expose the cache memory; `struct randomx_cache`
+/// (RandomX `src/dataset.hpp`, the version `randomx-rs` pins) begins with
+/// `uint8_t* memory`, allocated by `randomx_alloc_cache` and untouched until
+/// `randomx_init_cache`. The pointer is used only if it looks like that
+/// allocation (non-null, page-aligned as RandomX's allocators return it).
+fn advise_cache_huge_pages(cache: *mut ffi::randomx_cache) {
+    const CACHE_SIZE: usize = 256 << 20;
+    // SAFETY: `cache` is a live randomx_cache whose first field is a pointer.
+    let mem = unsafe { *(cache as *const usize) };
+    if mem == 0 || mem % 64 != 0 {
+        return;
+    }
+    advise_range(mem, CACHE_SIZE);
 }
 
 /// Lets the calling thread run on every online CPU.

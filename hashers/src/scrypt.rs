@@ -198,6 +198,70 @@ const SHUFFLE: [usize; 16] = {
     s
 };
 
+/// Salsa20/8 of `G` registers' worth of blocks in `$x: [[V; 4]; G]`, in
+/// place: x = x + 4 double rounds(x). A macro rather than a function so it
+/// is always inlined into the `#[target_feature]` kernel (a separate
+/// function kept the state in memory and ran at half speed).
+#[cfg(target_arch = "x86_64")]
+macro_rules! salsa8 {
+    ($x:ident) => {{
+        let input = $x;
+        for _ in 0..4 {
+            for r in $x.iter_mut() {
+                let [mut x0, mut x1, mut x2, mut x3] = *r;
+                x1 = xor(x1, rol7(add(x0, x3)));
+                x2 = xor(x2, rol9(add(x1, x0)));
+                x3 = xor(x3, rol13(add(x2, x1)));
+                x0 = xor(x0, rol18(add(x3, x2)));
+                *r = [x0, x1, x2, x3];
+            }
+            for r in $x.iter_mut() {
+                let [mut x0, mut x1, mut x2, mut x3] = *r;
+                x1 = shuf93(x1);
+                x2 = shuf4e(x2);
+                x3 = shuf39(x3);
+                x3 = xor(x3, rol7(add(x0, x1)));
+                x2 = xor(x2, rol9(add(x3, x0)));
+                x1 = xor(x1, rol13(add(x2, x3)));
+                x0 = xor(x0, rol18(add(x1, x2)));
+                *r = [x0, shuf39(x1), shuf4e(x2), shuf93(x3)];
+            }
+        }
+        for (r, i) in $x.iter_mut().zip(input.iter()) {
+            for k in 0..4 {
+                r[k] = add(r[k], i[k]);
+            }
+        }
+    }};
+}
+
+/// BlockMix with r = 1 on `$x: [[V; 8]; G]`: rows 0..4 are B0, rows 4..8
+/// are B1.
+#[cfg(target_arch = "x86_64")]
+macro_rules! blockmix {
+    ($x:ident, $g:ident) => {{
+        let mut t = [[zero(); 4]; $g];
+        for g in 0..$g {
+            for k in 0..4 {
+                t[g][k] = xor($x[g][k], $x[g][4 + k]);
+            }
+        }
+        salsa8!(t);
+        for g in 0..$g {
+            for k in 0..4 {
+                $x[g][k] = t[g][k];
+                t[g][k] = xor(t[g][k], $x[g][4 + k]);
+            }
+        }
+        salsa8!(t);
+        for g in 0..$g {
+            for k in 0..4 {
+                $x[g][4 + k] = t[g][k];
+            }
+        }
+    }};
+}
+
 /// ROMix over `LANES_PER_REG * G` blocks, written once over a few vector
 /// operations and instantiated per instruction set.
 #[cfg(target_arch = "x86_64")]
@@ -207,65 +271,6 @@ macro_rules! romix_kernel {
             use super::{Align64, N, SHUFFLE};
             use core::arch::x86_64::*;
             $($ops)*
-
-            /// Salsa20/8 of `G` registers' worth of blocks, in place:
-            /// x = x + 4 double rounds(x).
-            #[inline]
-            #[target_feature(enable = $feat)]
-            fn salsa8<const G: usize>(x: &mut [[$v; 4]; G]) {
-                let input = *x;
-                for _ in 0..4 {
-                    for r in x.iter_mut() {
-                        let [mut x0, mut x1, mut x2, mut x3] = *r;
-                        x1 = xor(x1, rol7(add(x0, x3)));
-                        x2 = xor(x2, rol9(add(x1, x0)));
-                        x3 = xor(x3, rol13(add(x2, x1)));
-                        x0 = xor(x0, rol18(add(x3, x2)));
-                        *r = [x0, x1, x2, x3];
-                    }
-                    for r in x.iter_mut() {
-                        let [mut x0, mut x1, mut x2, mut x3] = *r;
-                        x1 = shuf93(x1);
-                        x2 = shuf4e(x2);
-                        x3 = shuf39(x3);
-                        x3 = xor(x3, rol7(add(x0, x1)));
-                        x2 = xor(x2, rol9(add(x3, x0)));
-                        x1 = xor(x1, rol13(add(x2, x3)));
-                        x0 = xor(x0, rol18(add(x1, x2)));
-                        *r = [x0, shuf39(x1), shuf4e(x2), shuf93(x3)];
-                    }
-                }
-                for g in 0..G {
-                    for k in 0..4 {
-                        x[g][k] = add(x[g][k], input[g][k]);
-                    }
-                }
-            }
-
-            /// BlockMix with r = 1: rows 0..4 are B0, rows 4..8 are B1.
-            #[inline]
-            #[target_feature(enable = $feat)]
-            fn blockmix<const G: usize>(x: &mut [[$v; 8]; G]) {
-                let mut t: [[$v; 4]; G] = [[zero(); 4]; G];
-                for g in 0..G {
-                    for k in 0..4 {
-                        t[g][k] = xor(x[g][k], x[g][4 + k]);
-                    }
-                }
-                salsa8(&mut t);
-                for g in 0..G {
-                    for k in 0..4 {
-                        x[g][k] = t[g][k];
-                        t[g][k] = xor(t[g][k], x[g][4 + k]);
-                    }
-                }
-                salsa8(&mut t);
-                for g in 0..G {
-                    for k in 0..4 {
-                        x[g][4 + k] = t[g][k];
-                    }
-                }
-            }
 
             /// ROMix of `b.len() == PER_REG * G` blocks; `v` is the table.
             ///
@@ -302,7 +307,7 @@ macro_rules! romix_kernel {
                             unsafe { vp.add(i * entry + g * 8 + k).write(x[g][k]) };
                         }
                     }
-                    blockmix(&mut x);
+                    blockmix!(x, G);
                 }
                 for _ in 0..N {
                     for g in 0..G {
@@ -318,7 +323,7 @@ macro_rules! romix_kernel {
                             x[g][k] = xor(x[g][k], unsafe { gather_lanes(&ptrs) });
                         }
                     }
-                    blockmix(&mut x);
+                    blockmix!(x, G);
                 }
                 for g in 0..G {
                     for k in 0..8 {

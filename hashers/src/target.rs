@@ -103,7 +103,13 @@ impl Target {
             if word != 0 && (size > 34 || (word > 0xff && size > 33) || (word > 0xffff && size > 32)) {
                 return Err(CompactError::Overflow(bits));
             }
-            U256::from(word) << (8 * (size - 3))
+            if word == 0 {
+                // Any size with a zero mantissa is zero (a shift past 256
+                // bits would be out of range, not zero).
+                U256::ZERO
+            } else {
+                U256::from(word) << (8 * (size - 3))
+            }
         };
         if word != 0 && bits & 0x0080_0000 != 0 {
             return Err(CompactError::Negative(bits));
@@ -312,6 +318,10 @@ mod tests {
         assert_eq!(Target::from_compact(0x23000001), Err(CompactError::Overflow(0x23000001)));
         assert_eq!(Target::from_compact(0x22000100), Err(CompactError::Overflow(0x22000100)));
         assert!(Target::from_compact(0x22000001).is_ok());
+        // A zero mantissa is zero at any size (found by fuzzing: a shift
+        // past 256 bits).
+        assert_eq!(Target::from_compact(0x5b000000).unwrap().0, U256::ZERO);
+        assert_eq!(Target::from_compact(0xff800000).unwrap().0, U256::ZERO);
         // A sign bit on a zero mantissa is zero, not negative (SetCompact).
         assert_eq!(Target::from_compact(0x01800000).unwrap().0, U256::ZERO);
     }

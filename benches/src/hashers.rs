@@ -45,6 +45,10 @@ pub struct Args {
     /// Skip RandomX fast mode (needs 2.3 GiB of memory).
     #[arg(long)]
     pub no_randomx_fast: bool,
+    /// Reserve huge pages for the RandomX dataset first (root; raises
+    /// vm.nr_hugepages to 1280 for the run and puts it back afterwards).
+    #[arg(long)]
+    pub reserve_huge_pages: bool,
 }
 
 /// Litecoin block 2,000,000's header: a real header to hash (sha256d and
@@ -227,10 +231,17 @@ pub fn run(a: &Args) -> Result<Value> {
     // library's loop alternately on the same VM.
     let mut large_pages = false;
     if !a.no_randomx_fast {
+        let restore = if a.reserve_huge_pages {
+            let before = randomx::reserve_huge_pages(randomx::HUGE_PAGES_FOR_FAST_MODE)
+                .map_err(|e| anyhow::anyhow!("--reserve-huge-pages: {e} (needs root)"))?;
+            Some(before)
+        } else {
+            None
+        };
         let cache = Cache::new(b"otedama bench", flags | randomx::flags::LARGE_PAGES)?;
         let (dataset, secs) = Dataset::new(cache, init_threads, flags | randomx::flags::LARGE_PAGES)?;
         harness::pin(a.core);
-        large_pages = randomx::huge_pages_reserved();
+        large_pages = dataset.uses_large_pages();
         push(&mut v, "randomx_dataset_init_s", secs);
         println!("  RandomX dataset built in {secs:.1} s on {init_threads} threads");
         let mut vm = Vm::fast(dataset)?;
@@ -265,6 +276,11 @@ pub fn run(a: &Args) -> Result<Value> {
                 v["randomx_fast_hps"].last().unwrap(),
                 v["randomx_lib_hps"].last().unwrap()
             );
+        }
+        drop(vm);
+        if let Some(before) = restore {
+            // Best effort: pages still in use are freed when we exit.
+            let _ = std::fs::write("/proc/sys/vm/nr_hugepages", before.to_string());
         }
     }
 

@@ -95,6 +95,29 @@ pub fn huge_pages_reserved() -> bool {
     std::fs::read_to_string("/proc/sys/vm/nr_hugepages").ok().and_then(|s| s.trim().parse::<u64>().ok()).is_some_and(|n| n > 0)
 }
 
+/// 2 MiB pages that hold one dataset and one cache (2,080 + 256 MiB), with
+/// a few to spare for VM scratchpads.
+pub const HUGE_PAGES_FOR_FAST_MODE: u64 = 1280;
+
+/// Makes sure at least `pages` huge pages are reserved (`vm.nr_hugepages`),
+/// as dedicated RandomX miners do when run as root. Returns the previous
+/// value so a caller can restore it, or an error (not root, or the kernel
+/// could not find the memory: it reserves what it can, and the count read
+/// back is reported).
+pub fn reserve_huge_pages(pages: u64) -> std::io::Result<u64> {
+    const PATH: &str = "/proc/sys/vm/nr_hugepages";
+    let before: u64 = std::fs::read_to_string(PATH)?.trim().parse().unwrap_or(0);
+    if before >= pages {
+        return Ok(before);
+    }
+    std::fs::write(PATH, pages.to_string())?;
+    let now: u64 = std::fs::read_to_string(PATH)?.trim().parse().unwrap_or(0);
+    if now < pages {
+        return Err(std::io::Error::other(format!("asked for {pages} huge pages, the kernel reserved {now}")));
+    }
+    Ok(before)
+}
+
 /// A RandomX cache for one key (seed hash). Read-only once initialised.
 pub struct Cache {
     ptr: *mut ffi::randomx_cache,
@@ -193,6 +216,12 @@ impl Dataset {
 
     pub fn cache(&self) -> &Arc<Cache> {
         &self.cache
+    }
+
+    /// Whether the dataset sits in reserved huge pages (`LARGE_PAGES`
+    /// asked for and granted).
+    pub fn uses_large_pages(&self) -> bool {
+        self.flags & flags::LARGE_PAGES != 0
     }
 }
 

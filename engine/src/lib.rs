@@ -11,6 +11,7 @@
 //! ([`workload`]). Pool math, the devnet chain and DeFi come later.
 
 pub mod book;
+pub mod chain;
 pub mod codec;
 pub mod exchange;
 pub mod ledger;

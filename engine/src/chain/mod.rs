@@ -1,0 +1,57 @@
+//! The chain side of the pool, as pure code: block templates become mining
+//! jobs, and block-solving work becomes block bytes. No I/O: the node
+//! clients live in `net`.
+//!
+//! - [`encode`]: CompactSize, script numbers, the BIP 34 height push.
+//! - [`address`]: payout addresses per coin and network (bech32/bech32m and
+//!   base58check) to output scripts.
+//! - [`merkle`]: merkle roots and the coinbase's merkle branch.
+//! - [`template`]: the `getblocktemplate` answer, parsed.
+//! - [`job`]: the coinbase builder (BIP 34 height, extranonce space, pool
+//!   tag, payout and witness-commitment outputs), Stratum `mining.notify`
+//!   fields, header rebuilding, and block assembly (Litecoin MWEB included).
+//!
+//! Byte layouts: `engine/CHAIN.md`.
+
+pub mod address;
+pub mod encode;
+pub mod job;
+pub mod merkle;
+pub mod template;
+
+/// sha256d, the transaction and block id hash.
+pub fn sha256d(data: &[u8]) -> [u8; 32] {
+    otedama_hashers::sha256d::sha256d(data)
+}
+
+/// 32 bytes from display-order hex (most significant byte first, as nodes
+/// print ids), in internal (little-endian) order.
+pub fn from_display_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut b: [u8; 32] = decode_hex(hex)?.try_into().ok()?;
+    b.reverse();
+    Some(b)
+}
+
+/// Display-order hex of an internal-order id.
+pub fn to_display_hex(id: &[u8; 32]) -> String {
+    let mut b = *id;
+    b.reverse();
+    encode_hex(&b)
+}
+
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+pub fn encode_hex(b: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(D[(x >> 4) as usize] as char);
+        s.push(D[(x & 15) as usize] as char);
+    }
+    s
+}

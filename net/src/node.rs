@@ -1,0 +1,166 @@
+//! Clients of bitcoind-dialect nodes (litecoind, bitcoind, the devnet):
+//! JSON-RPC over HTTP with basic auth, `getblocktemplate` with the rules
+//! Litecoin needs, long polling, and block submission to every node at
+//! once.
+//!
+//! Blocking on purpose: the template task and block submission run on
+//! threads of their own, never on an I/O shard.
+
+use otedama_engine::chain::template::Template;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("node {url}: unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("node {url}: {method} failed with code {code}: {message}")]
+    Rpc { url: String, method: String, code: i64, message: String },
+    #[error("node {url}: {method}: unexpected answer: {detail}")]
+    Protocol { url: String, method: String, detail: String },
+}
+
+impl NodeError {
+    /// The node answered but is not ready to give work: no peers
+    /// (code -9) or in initial block download (-10).
+    pub fn is_not_ready(&self) -> bool {
+        matches!(self, NodeError::Rpc { code: -9 | -10, .. })
+    }
+}
+
+/// One node: `http://USER:PASS@HOST:PORT`.
+#[derive(Clone, Debug)]
+pub struct Node {
+    url: String,
+    endpoint: String,
+    auth: Option<String>,
+    agent: ureq::Agent,
+}
+
+/// What `submitblock` said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// `null`: accepted.
+    Accepted,
+    /// `"duplicate"`: the node has it already.
+    Duplicate,
+    /// `"inconclusive"`: valid but not on the node's best chain (yet).
+    Inconclusive,
+    /// Any other reason (`"high-hash"`, `"bad-txnmrklroot"`, …).
+    Rejected(String),
+}
+
+impl Node {
+    /// Parses `http://USER:PASS@HOST:PORT[/path]`.
+    pub fn new(url: &str) -> Result<Node, String> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// node URLs are supported"))?;
+        let (auth, host) = match rest.rsplit_once('@') {
+            Some((cred, host)) => (Some(cred.to_string()), host),
+            None => (None, rest),
+        };
+        if host.is_empty() {
+            return Err(format!("{url}: no host"));
+        }
+        let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(3)).build();
+        let shown = match &auth {
+            Some(a) => url.replacen(a.as_str(), "***", 1),
+            None => url.to_string(),
+        };
+        Ok(Node { url: shown, endpoint: format!("http://{host}"), auth, agent })
+    }
+
+    /// The URL with the password hidden, for logs.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One JSON-RPC call; `timeout` bounds the whole exchange (long polls
+    /// pass minutes).
+    pub fn call(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, NodeError> {
+        let body = json!({"jsonrpc": "1.0", "id": "otedama", "method": method, "params": params});
+        let mut req = self.agent.post(&self.endpoint).timeout(timeout);
+        if let Some(a) = &self.auth {
+            req = req.set("Authorization", &format!("Basic {}", base64(a.as_bytes())));
+        }
+        let reply = match req.send_json(body) {
+            Ok(r) => r,
+            // bitcoind answers RPC errors with HTTP 500 and a JSON body.
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(NodeError::Unreachable { url: self.url.clone(), reason: e.to_string() }),
+        };
+        let v: Value =
+            reply.into_json().map_err(|e| NodeError::Protocol { url: self.url.clone(), method: method.into(), detail: e.to_string() })?;
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            return Err(NodeError::Rpc {
+                url: self.url.clone(),
+                method: method.into(),
+                code: err["code"].as_i64().unwrap_or(0),
+                message: err["message"].as_str().unwrap_or("").into(),
+            });
+        }
+        Ok(v["result"].clone())
+    }
+
+    /// `getblocktemplate` with the segwit and MWEB rules (Litecoin refuses
+    /// `segwit` alone); with `longpollid`, waits until the node has new
+    /// work or `timeout` passes.
+    pub fn block_template(&self, longpollid: Option<&str>, timeout: Duration) -> Result<Template, NodeError> {
+        let mut req = json!({"rules": ["mweb", "segwit"]});
+        if let Some(id) = longpollid {
+            req["longpollid"] = json!(id);
+        }
+        let v = self.call("getblocktemplate", json!([req]), timeout)?;
+        serde_json::from_value(v).map_err(|e| NodeError::Protocol {
+            url: self.url.clone(),
+            method: "getblocktemplate".into(),
+            detail: e.to_string(),
+        })
+    }
+
+    pub fn submit_block(&self, block_hex: &str) -> Result<Submitted, NodeError> {
+        let v = self.call("submitblock", json!([block_hex]), Duration::from_secs(30))?;
+        Ok(match v.as_str() {
+            None => Submitted::Accepted,
+            Some("duplicate") => Submitted::Duplicate,
+            Some("inconclusive") => Submitted::Inconclusive,
+            Some(other) => Submitted::Rejected(other.to_string()),
+        })
+    }
+
+    pub fn best_block_hash(&self) -> Result<String, NodeError> {
+        let v = self.call("getbestblockhash", json!([]), Duration::from_secs(10))?;
+        v.as_str().map(str::to_string).ok_or_else(|| NodeError::Protocol {
+            url: self.url.clone(),
+            method: "getbestblockhash".into(),
+            detail: v.to_string(),
+        })
+    }
+}
+
+/// Submits `block` to every node at once (one thread each) and returns
+/// each node's answer in order. Whether the block landed is decided by the
+/// answers together with the nodes' tips.
+pub fn submit_everywhere(nodes: &[Node], block: &[u8]) -> Vec<Result<Submitted, NodeError>> {
+    let hex = otedama_engine::chain::encode_hex(block);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = nodes.iter().map(|n| s.spawn(|| n.submit_block(&hex))).collect();
+        handles.into_iter().map(|h| h.join().expect("submit thread")).collect()
+    })
+}
+
+/// The first node that gives a template, in order (failover).
+pub fn template_from_any(nodes: &[Node], timeout: Duration) -> Result<(usize, Template), Vec<NodeError>> {
+    let mut errors = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        match n.block_template(None, timeout) {
+            Ok(t) => return Ok((i, t)),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(errors)
+}
+
+fn base64(input: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(input)
+}

@@ -5,6 +5,7 @@
 
 pub mod alloc;
 pub mod baseline_book;
+pub mod chain;
 pub mod gateway;
 pub mod harness;
 pub mod hashers;

@@ -6,5 +6,6 @@ pub mod client;
 pub mod gateway;
 pub mod keys;
 pub mod node;
+pub mod regtest;
 pub mod sequencer;
 pub mod wire;

@@ -104,13 +104,15 @@ impl Node {
     /// `getblocktemplate` with the segwit and MWEB rules (Litecoin refuses
     /// `segwit` alone); with `longpollid`, waits until the node has new
     /// work or `timeout` passes.
-    pub fn block_template(&self, longpollid: Option<&str>, timeout: Duration) -> Result<Template, NodeError> {
+    pub fn block_template(&self, longpollid: Option<&str>, timeout: Duration) -> Result<Template<'static>, NodeError> {
         let mut req = json!({"rules": ["mweb", "segwit"]});
         if let Some(id) = longpollid {
             req["longpollid"] = json!(id);
         }
         let v = self.call("getblocktemplate", json!([req]), timeout)?;
-        serde_json::from_value(v).map_err(|e| NodeError::Protocol {
+        // Owned strings (the Value's), so `Template<'static>`; `from_value`
+        // wants `DeserializeOwned`, which a borrowing type is not.
+        <Template<'static> as serde::Deserialize>::deserialize(v).map_err(|e| NodeError::Protocol {
             url: self.url.clone(),
             method: "getblocktemplate".into(),
             detail: e.to_string(),
@@ -137,19 +139,78 @@ impl Node {
     }
 }
 
+impl Node {
+    /// `submitblock` for raw block bytes, written straight to a socket:
+    /// the hex goes directly into the request buffer (no 2 MB JSON value
+    /// through serde for a full block), and the instant the last byte was
+    /// written is returned beside the answer, which is what block
+    /// submission latency is measured to.
+    pub fn submit_block_bytes(&self, block: &[u8]) -> Result<(Submitted, std::time::Instant), NodeError> {
+        use std::io::{Read, Write};
+        let unreachable = |e: std::io::Error| NodeError::Unreachable { url: self.url.clone(), reason: e.to_string() };
+        let host = self.endpoint.trim_start_matches("http://");
+        let host = host.split('/').next().unwrap_or(host);
+        let head = br#"{"jsonrpc":"1.0","id":"otedama","method":"submitblock","params":[""#;
+        let tail = br#""]}"#;
+        let body_len = head.len() + 2 * block.len() + tail.len();
+        let mut req = Vec::with_capacity(body_len + 256);
+        req.extend_from_slice(
+            format!(
+                "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {body_len}\r\n"
+            )
+            .as_bytes(),
+        );
+        if let Some(a) = &self.auth {
+            req.extend_from_slice(format!("Authorization: Basic {}\r\n", base64(a.as_bytes())).as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(head);
+        let at = req.len();
+        req.resize(at + 2 * block.len(), 0);
+        faster_hex::hex_encode(block, &mut req[at..]).map_err(|e| unreachable(std::io::Error::other(e.to_string())))?;
+        req.extend_from_slice(tail);
+        let addr: std::net::SocketAddr = host.parse().map_err(|e| unreachable(std::io::Error::other(format!("{host}: {e}"))))?;
+        let mut sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(unreachable)?;
+        sock.set_nodelay(true).map_err(unreachable)?;
+        sock.write_all(&req).map_err(unreachable)?;
+        let written = std::time::Instant::now();
+        sock.set_read_timeout(Some(Duration::from_secs(60))).map_err(unreachable)?;
+        let mut reply = Vec::new();
+        sock.read_to_end(&mut reply).map_err(unreachable)?;
+        let text = String::from_utf8_lossy(&reply);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        let protocol = |detail: String| NodeError::Protocol { url: self.url.clone(), method: "submitblock".into(), detail };
+        let v: Value = serde_json::from_str(body.trim()).map_err(|e| protocol(format!("{e}: {body:.200}")))?;
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            return Err(NodeError::Rpc {
+                url: self.url.clone(),
+                method: "submitblock".into(),
+                code: err["code"].as_i64().unwrap_or(0),
+                message: err["message"].as_str().unwrap_or("").into(),
+            });
+        }
+        let answer = match v["result"].as_str() {
+            None => Submitted::Accepted,
+            Some("duplicate") => Submitted::Duplicate,
+            Some("inconclusive") => Submitted::Inconclusive,
+            Some(other) => Submitted::Rejected(other.to_string()),
+        };
+        Ok((answer, written))
+    }
+}
+
 /// Submits `block` to every node at once (one thread each) and returns
 /// each node's answer in order. Whether the block landed is decided by the
 /// answers together with the nodes' tips.
 pub fn submit_everywhere(nodes: &[Node], block: &[u8]) -> Vec<Result<Submitted, NodeError>> {
-    let hex = otedama_engine::chain::encode_hex(block);
     std::thread::scope(|s| {
-        let handles: Vec<_> = nodes.iter().map(|n| s.spawn(|| n.submit_block(&hex))).collect();
+        let handles: Vec<_> = nodes.iter().map(|n| s.spawn(|| n.submit_block_bytes(block).map(|(a, _)| a))).collect();
         handles.into_iter().map(|h| h.join().expect("submit thread")).collect()
     })
 }
 
 /// The first node that gives a template, in order (failover).
-pub fn template_from_any(nodes: &[Node], timeout: Duration) -> Result<(usize, Template), Vec<NodeError>> {
+pub fn template_from_any(nodes: &[Node], timeout: Duration) -> Result<(usize, Template<'static>), Vec<NodeError>> {
     let mut errors = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         match n.block_template(None, timeout) {

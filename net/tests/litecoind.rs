@@ -7,7 +7,6 @@
 //! Without litecoind the test says so and passes, except under `CI=true`,
 //! where a missing peer is a failure.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use otedama_engine::chain::address::{self, Coin, Network};
@@ -15,69 +14,8 @@ use otedama_engine::chain::job::{CoinbaseConfig, Job};
 use otedama_engine::chain::{sha256d, to_display_hex};
 use otedama_hashers::scrypt::{Kernel, Scrypt};
 use otedama_net::node::{self, Node, Submitted};
+use otedama_net::regtest::{self, Litecoind};
 use serde_json::{Value, json};
-
-struct Litecoind {
-    child: Child,
-    rpc: u16,
-    p2p: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Litecoind {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn installed() -> bool {
-    let ok = Command::new("litecoind").arg("-version").stdout(Stdio::null()).status().is_ok();
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "litecoind is missing (Debian package `litecoind`); CI must install it (.ci/setup)"
-        );
-        eprintln!("skipping: litecoind not installed (apt-get install litecoind)");
-    }
-    ok
-}
-
-fn start(connect_to: Option<u16>) -> Litecoind {
-    let dir = tempfile::tempdir().unwrap();
-    let (rpc, p2p) = (free_port(), free_port());
-    let mut cmd = Command::new("litecoind");
-    cmd.arg("-regtest")
-        .arg("-server")
-        .args(["-rpcuser=u", "-rpcpassword=p"])
-        .arg(format!("-rpcport={rpc}"))
-        .arg(format!("-port={p2p}"))
-        .args(["-rpcbind=127.0.0.1", "-rpcallowip=127.0.0.1", "-dnsseed=0"])
-        .arg(format!("-datadir={}", dir.path().display()))
-        .args(["-fallbackfee=0.0001", "-printtoconsole=0"]);
-    // (-bind and -listen=0 together are a start-up error.)
-    match connect_to {
-        Some(port) => cmd.args(["-listen=0", &format!("-connect=127.0.0.1:{port}"), "-disablewallet"]),
-        None => cmd.args(["-connect=0", "-bind=127.0.0.1"]),
-    };
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn litecoind");
-    let l = Litecoind { child, rpc, p2p, _dir: dir };
-    let n = node_of(&l);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(e) = n.call("getblockchaininfo", json!([]), Duration::from_secs(5)) {
-        assert!(Instant::now() < deadline, "litecoind did not answer RPC within 60 s: {e}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    l
-}
-
-fn node_of(l: &Litecoind) -> Node {
-    Node::new(&format!("http://u:p@127.0.0.1:{}", l.rpc)).unwrap()
-}
 
 fn rpc(n: &Node, method: &str, params: Value) -> Value {
     n.call(method, params, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{method}: {e}"))
@@ -137,18 +75,19 @@ fn mine_one(nodes: &[Node], wallet: &Node, payout: &str, en2: u64) -> (usize, bo
 
 #[test]
 fn litecoind_accepts_our_blocks_before_and_after_mweb() {
-    if !installed() {
+    if !regtest::litecoind_installed() {
+        eprintln!("skipping: litecoind not installed (apt-get install litecoind)");
         return;
     }
-    let a = start(None);
-    let b = start(Some(a.p2p));
-    let (na, nb) = (node_of(&a), node_of(&b));
+    let a = Litecoind::start(None).unwrap();
+    let b = Litecoind::start(Some(a.p2p)).unwrap();
+    let (na, nb) = (a.node(), b.node());
     rpc(&na, "createwallet", json!(["w1"]));
     let wallet_addr = rpc(&na, "getnewaddress", json!([])).as_str().unwrap().to_string();
     rpc(&na, "generatetoaddress", json!([101, wallet_addr]));
     // A dead node first in the list: templates fail over to the live ones,
     // and submission reports it unreachable without holding anyone up.
-    let dead = Node::new(&format!("http://u:p@127.0.0.1:{}", free_port())).unwrap();
+    let dead = Node::new(&format!("http://u:p@127.0.0.1:{}", regtest::unused_port())).unwrap();
     let nodes = vec![dead, na.clone(), nb.clone()];
     let payout = rpc(&na, "getnewaddress", json!(["pool", "bech32"])).as_str().unwrap().to_string();
     assert!(payout.starts_with("rltc1"), "{payout}");

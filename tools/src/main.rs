@@ -87,6 +87,8 @@ enum BenchCmd {
     Gateway(otedama_benches::gateway::Args),
     /// sha256d, scrypt and RandomX hashing against their baselines.
     Hashers(otedama_benches::hashers::Args),
+    /// Job building, block assembly and submission with a 3,000-transaction template from litecoind.
+    Chain(otedama_benches::chain::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +244,7 @@ fn main() {
         Cmd::Bench { which: BenchCmd::Matching(args) } => otedama_benches::matching::run(&args).map(|_| 0),
         Cmd::Bench { which: BenchCmd::Gateway(args) } => otedama_benches::gateway::run(&args).map(|_| 0),
         Cmd::Bench { which: BenchCmd::Hashers(args) } => otedama_benches::hashers::run(&args).map(|_| 0),
+        Cmd::Bench { which: BenchCmd::Chain(args) } => otedama_benches::chain::run(&args).map(|_| 0),
         Cmd::Keys(k) => engine_cmd::keys_cmd(k, &cfg.data_dir),
         Cmd::Mine => not_built("mine", "a later issue builds the miner"),
         Cmd::Loadgen(l) => loadgen_cmd(l),

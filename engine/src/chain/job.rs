@@ -86,17 +86,21 @@ impl Job {
     /// Builds the job for `template`, paying the whole coinbase value to
     /// `payout_script` (the pool's address in pool mode, the miner's in
     /// solo mode).
-    pub fn new(id: u64, template: &Template, config: &CoinbaseConfig, payout_script: &[u8]) -> Result<Job, JobError> {
+    pub fn new(id: u64, template: &Template<'_>, config: &CoinbaseConfig, payout_script: &[u8]) -> Result<Job, JobError> {
         let t = template;
         let prev = from_display_hex(&t.previousblockhash).ok_or(JobError::Template("previousblockhash"))?;
         let bits = u32::from_str_radix(&t.bits, 16).map_err(|_| JobError::Template("bits"))?;
         let target = Target::from_compact(bits).map_err(|_| JobError::Template("bits"))?;
         let mut ids = Vec::with_capacity(t.transactions.len());
-        let mut txs = Vec::new();
         let mut fees = 0u64;
+        let total: usize = t.transactions.iter().map(|tx| tx.data.len() / 2).sum();
+        let mut txs = vec![0u8; total];
+        let mut at = 0;
         for tx in &t.transactions {
             ids.push(from_display_hex(&tx.txid).ok_or(JobError::Template("transactions[].txid"))?);
-            txs.extend(decode_hex(&tx.data).ok_or(JobError::Template("transactions[].data"))?);
+            let n = tx.data.len() / 2;
+            faster_hex::hex_decode(tx.data.as_bytes(), &mut txs[at..at + n]).map_err(|_| JobError::Template("transactions[].data"))?;
+            at += n;
             fees += tx.fee.unwrap_or(0).max(0) as u64;
         }
         let commitment = match &t.default_witness_commitment {
@@ -250,7 +254,7 @@ mod tests {
     use crate::chain::encode::read_varint;
     use crate::chain::template::TemplateTx;
 
-    fn template(txs: usize, segwit: bool, mweb: bool) -> Template {
+    fn template(txs: usize, segwit: bool, mweb: bool) -> Template<'static> {
         Template {
             version: 0x2000_0000,
             rules: vec![],
@@ -259,8 +263,8 @@ mod tests {
                 .map(|i| {
                     let data = vec![i as u8 + 1; 60];
                     TemplateTx {
-                        txid: crate::chain::to_display_hex(&sha256d(&data)),
-                        data: encode_hex(&data),
+                        txid: crate::chain::to_display_hex(&sha256d(&data)).into(),
+                        data: encode_hex(&data).into(),
                         hash: None,
                         fee: Some(1000),
                         weight: None,

@@ -2,16 +2,22 @@
 //! fields), as a bitcoind-dialect node returns it.
 
 use serde::Deserialize;
+use std::borrow::Cow;
 
+/// A template transaction. The hex strings borrow from the JSON text when
+/// parsed with [`Template::from_json`] (no copy of the megabytes a full
+/// template carries) and are owned otherwise.
 #[derive(Clone, Debug, Deserialize)]
-pub struct TemplateTx {
+pub struct TemplateTx<'a> {
     /// The transaction serialized with its witness, hex.
-    pub data: String,
+    #[serde(borrow)]
+    pub data: Cow<'a, str>,
     /// Its id (display order hex).
-    pub txid: String,
+    #[serde(borrow)]
+    pub txid: Cow<'a, str>,
     /// Its witness id (display order hex).
-    #[serde(default)]
-    pub hash: Option<String>,
+    #[serde(default, borrow)]
+    pub hash: Option<Cow<'a, str>>,
     #[serde(default)]
     pub fee: Option<i64>,
     #[serde(default)]
@@ -19,12 +25,13 @@ pub struct TemplateTx {
 }
 
 #[derive(Clone, Debug, Deserialize)]
-pub struct Template {
+pub struct Template<'a> {
     pub version: u32,
     #[serde(default)]
     pub rules: Vec<String>,
     pub previousblockhash: String,
-    pub transactions: Vec<TemplateTx>,
+    #[serde(borrow)]
+    pub transactions: Vec<TemplateTx<'a>>,
     pub coinbasevalue: u64,
     #[serde(default)]
     pub longpollid: Option<String>,
@@ -40,9 +47,10 @@ pub struct Template {
     pub mweb: Option<String>,
 }
 
-impl Template {
-    /// Parses the `result` of a `getblocktemplate` call.
-    pub fn from_json(json: &str) -> Result<Template, serde_json::Error> {
+impl<'a> Template<'a> {
+    /// Parses the `result` of a `getblocktemplate` call, borrowing the
+    /// transactions' hex from `json`.
+    pub fn from_json(json: &'a str) -> Result<Template<'a>, serde_json::Error> {
         serde_json::from_str(json)
     }
 }

@@ -1,0 +1,36 @@
+//! Arbitrary text as what the chain side parses from outside: a
+//! `getblocktemplate` answer (then built into a job, a header and a block)
+//! and a payout address for every coin and network. Errors are errors;
+//! nothing panics.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use otedama_engine::chain::address::{Coin, Network, script_for};
+use otedama_engine::chain::job::{CoinbaseConfig, Job};
+use otedama_engine::chain::template::Template;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    for coin in [Coin::Bitcoin, Coin::Litecoin] {
+        for net in [Network::Mainnet, Network::Testnet, Network::Regtest] {
+            if let Ok(script) = script_for(text.trim(), coin, net) {
+                assert!(!script.is_empty() && script.len() <= 42);
+            }
+        }
+    }
+    if let Ok(t) = Template::from_json(text) {
+        let cfg = CoinbaseConfig {
+            coin: Coin::Litecoin,
+            network: Network::Regtest,
+            tag: b"/otedama/".to_vec(),
+            extranonce1_size: 4,
+            extranonce2_size: 4,
+        };
+        if let Ok(job) = Job::new(1, &t, &cfg, &[0x51]) {
+            let h = job.header(&[1; 4], &[2; 4], 0, 0, job.version);
+            let block = job.block(&h, &[1; 4], &[2; 4]);
+            assert_eq!(&block[..80], &h[..]);
+            let _ = job.notify_fields();
+        }
+    }
+});

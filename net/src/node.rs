@@ -209,6 +209,55 @@ pub fn submit_everywhere(nodes: &[Node], block: &[u8]) -> Vec<Result<Submitted, 
     })
 }
 
+/// What became of a submitted block.
+#[derive(Debug)]
+pub struct Landing {
+    /// Each node's answer to `submitblock`, in order.
+    pub answers: Vec<Result<Submitted, NodeError>>,
+    /// The nodes whose active chain holds the block when we stopped
+    /// waiting.
+    pub on_chain: Vec<usize>,
+}
+
+impl Landing {
+    /// Whether the block is on at least one node's active chain.
+    pub fn landed(&self) -> bool {
+        !self.on_chain.is_empty()
+    }
+}
+
+/// Submits `block` (whose id, display order, is `id`) to every node at
+/// once, then decides whether it landed: an answer alone is not enough
+/// (`inconclusive` is valid-but-not-best, `duplicate` may be a side
+/// branch), so each reachable node is asked whether its active chain holds
+/// the block (`getblockheader` with confirmations > 0), for up to `wait`.
+pub fn submit_and_confirm(nodes: &[Node], block: &[u8], id: &str, wait: Duration) -> Landing {
+    let answers = submit_everywhere(nodes, block);
+    let deadline = std::time::Instant::now() + wait;
+    let mut on_chain = Vec::new();
+    loop {
+        on_chain.clear();
+        let mut reachable = 0;
+        for (i, n) in nodes.iter().enumerate() {
+            match n.call("getblockheader", json!([id]), Duration::from_secs(5)) {
+                Ok(h) => {
+                    reachable += 1;
+                    if h["confirmations"].as_i64().unwrap_or(-1) > 0 {
+                        on_chain.push(i);
+                    }
+                }
+                Err(NodeError::Unreachable { .. }) => {}
+                // Not known (yet): -5.
+                Err(_) => reachable += 1,
+            }
+        }
+        if on_chain.len() == reachable || std::time::Instant::now() >= deadline {
+            return Landing { answers, on_chain };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The first node that gives a template, in order (failover).
 pub fn template_from_any(nodes: &[Node], timeout: Duration) -> Result<(usize, Template<'static>), Vec<NodeError>> {
     let mut errors = Vec::new();

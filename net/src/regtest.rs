@@ -8,16 +8,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Litecoind {
-    child: Child,
+    child: Option<Child>,
     pub rpc: u16,
     pub p2p: u16,
-    _dir: tempfile::TempDir,
+    connect_to: Option<u16>,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Litecoind {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -48,7 +48,27 @@ impl Litecoind {
     /// case it is a wallet-less peer of that P2P port) and waits for RPC.
     pub fn start(connect_to: Option<u16>) -> Result<Litecoind, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let (rpc, p2p) = (free_port(), free_port());
+        let mut l = Litecoind { child: None, rpc: free_port(), p2p: free_port(), connect_to, dir };
+        l.run()?;
+        Ok(l)
+    }
+
+    /// Kills the node (its data directory stays, for [`Litecoind::restart`]).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the node again on the same ports and data.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.run()
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let (rpc, p2p, connect_to, dir) = (self.rpc, self.p2p, self.connect_to, &self.dir);
         let mut cmd = Command::new("litecoind");
         cmd.arg("-regtest")
             .arg("-server")
@@ -63,9 +83,8 @@ impl Litecoind {
             Some(port) => cmd.args(["-listen=0", &format!("-connect=127.0.0.1:{port}"), "-disablewallet"]),
             None => cmd.args(["-connect=0", "-bind=127.0.0.1"]),
         };
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| format!("litecoind: {e}"))?;
-        let l = Litecoind { child, rpc, p2p, _dir: dir };
-        let n = l.node();
+        self.child = Some(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| format!("litecoind: {e}"))?);
+        let n = self.node();
         let deadline = Instant::now() + Duration::from_secs(60);
         while let Err(e) = n.call("getblockchaininfo", json!([]), Duration::from_secs(5)) {
             if Instant::now() > deadline {
@@ -73,7 +92,7 @@ impl Litecoind {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(l)
+        Ok(())
     }
 
     pub fn node(&self) -> Node {

@@ -47,10 +47,12 @@ fn mine_one(nodes: &[Node], wallet: &Node, payout: &str, en2: u64) -> (usize, bo
     }
     let header = job.header(&en1, &en2, t.curtime as u32, found[0], t.version);
     let block = job.block(&header, &en1, &en2);
-    let answers = node::submit_everywhere(nodes, &block);
-    let accepted = answers.iter().filter(|a| matches!(a, Ok(Submitted::Accepted | Submitted::Duplicate))).count();
-    assert!(accepted >= 1, "height {}: {answers:?}", t.height);
     let id = to_display_hex(&sha256d(&header));
+    let landing = node::submit_and_confirm(nodes, &block, &id, Duration::from_secs(20));
+    let accepted = landing.answers.iter().filter(|a| matches!(a, Ok(Submitted::Accepted | Submitted::Duplicate))).count();
+    assert!(accepted >= 1 && landing.landed(), "height {}: {landing:?}", t.height);
+    let reachable = nodes.iter().filter(|n| n.best_block_hash().is_ok()).count();
+    assert_eq!(landing.on_chain.len(), reachable, "{landing:?}");
     // Both live nodes have it as their tip.
     let deadline = Instant::now() + Duration::from_secs(20);
     for n in nodes.iter().chain([wallet]).filter(|n| n.best_block_hash().is_ok()) {
@@ -80,7 +82,7 @@ fn litecoind_accepts_our_blocks_before_and_after_mweb() {
         return;
     }
     let a = Litecoind::start(None).unwrap();
-    let b = Litecoind::start(Some(a.p2p)).unwrap();
+    let mut b = Litecoind::start(Some(a.p2p)).unwrap();
     let (na, nb) = (a.node(), b.node());
     rpc(&na, "createwallet", json!(["w1"]));
     let wallet_addr = rpc(&na, "getnewaddress", json!([])).as_str().unwrap().to_string();
@@ -128,4 +130,21 @@ fn litecoind_accepts_our_blocks_before_and_after_mweb() {
     // Node B alone also serves as the template source.
     next(std::slice::from_ref(&nb));
     assert_eq!(rpc(&nb, "getblockcount", json!([])).as_u64().unwrap(), 436);
+
+    // Node B goes away: work comes from A (which keeps a peer, C: a node
+    // without peers refuses templates with -9), submission to B fails as
+    // unreachable, the block lands on A. B comes back and catches up.
+    let _c = Litecoind::start(Some(a.p2p)).unwrap();
+    b.kill();
+    let only_b = [nb.clone(), na.clone()];
+    next(&only_b);
+    assert!(nb.best_block_hash().is_err());
+    b.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rpc(&nb, "getblockcount", json!([])).as_u64().unwrap() < 437 {
+        assert!(Instant::now() < deadline, "node B did not catch up after its restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    next(&only_b);
+    assert_eq!(rpc(&nb, "getblockcount", json!([])).as_u64().unwrap(), 438);
 }

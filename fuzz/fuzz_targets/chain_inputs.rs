@@ -7,9 +7,18 @@
 use libfuzzer_sys::fuzz_target;
 use otedama_engine::chain::address::{Coin, Network, script_for};
 use otedama_engine::chain::job::{CoinbaseConfig, Job};
+use otedama_engine::chain::devnet::Devnet;
 use otedama_engine::chain::template::Template;
+use otedama_hashers::Algorithm;
 
 fuzz_target!(|data: &[u8]| {
+    // Raw bytes as a block for the devnet: parsed and checked, refused
+    // with a reason (nothing here meets the PoW by chance), never a panic.
+    let _ = otedama_engine::chain::block::parse(data);
+    let mut d = Devnet::new(Algorithm::Sha256d, 1_700_000_000);
+    if d.submit(data).is_ok() {
+        assert_eq!(d.height(), 1);
+    }
     let Ok(text) = std::str::from_utf8(data) else { return };
     for coin in [Coin::Bitcoin, Coin::Litecoin] {
         for net in [Network::Mainnet, Network::Testnet, Network::Regtest] {

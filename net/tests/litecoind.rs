@@ -47,6 +47,14 @@ fn mine_one(nodes: &[Node], wallet: &Node, payout: &str, en2: u64) -> (usize, bo
     }
     let header = job.header(&en1, &en2, t.curtime as u32, found[0], t.version);
     let block = job.block(&header, &en1, &en2);
+    // Our block parser reads real segwit and MWEB blocks back: the ids the
+    // node gave for its transactions, and the extension block after them.
+    let parsed = otedama_engine::chain::block::parse(&block).expect("our block parses");
+    assert_eq!(parsed.txs.len(), t.transactions.len() + 1);
+    for (tx, want) in parsed.txs[1..].iter().zip(&t.transactions) {
+        assert_eq!(to_display_hex(&tx.txid), want.txid, "txid of a template transaction");
+    }
+    assert_eq!(parsed.trailer > 0, t.mweb.is_some());
     let id = to_display_hex(&sha256d(&header));
     let landing = node::submit_and_confirm(nodes, &block, &id, Duration::from_secs(20));
     let accepted = landing.answers.iter().filter(|a| matches!(a, Ok(Submitted::Accepted | Submitted::Duplicate))).count();

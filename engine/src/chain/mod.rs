@@ -10,10 +10,14 @@
 //! - [`job`]: the coinbase builder (BIP 34 height, extranonce space, pool
 //!   tag, payout and witness-commitment outputs), Stratum `mining.notify`
 //!   fields, header rebuilding, and block assembly (Litecoin MWEB included).
+//! - [`block`]: blocks parsed back (transaction ids, coinbase parts).
+//! - [`devnet`]: the embedded devnet's chain state machine.
 //!
 //! Byte layouts: `engine/CHAIN.md`.
 
 pub mod address;
+pub mod block;
+pub mod devnet;
 pub mod encode;
 pub mod job;
 pub mod merkle;

@@ -130,6 +130,12 @@ impl Kernel {
         Kernel::available()[0]
     }
 
+    /// Whether this CPU can run the kernel (detected once).
+    pub fn is_available(self) -> bool {
+        static AVAILABLE: std::sync::OnceLock<Vec<Kernel>> = std::sync::OnceLock::new();
+        AVAILABLE.get_or_init(Kernel::available).contains(&self)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kernel::ShaNi => "sha-ni",
@@ -157,7 +163,7 @@ impl Kernel {
 /// # Panics
 /// If `kernel` is not in [`Kernel::available`], or the range passes 2^32.
 pub fn scan(job: &HeaderJob, start: u32, count: u32, target: Target, kernel: Kernel, found: &mut Vec<u32>) {
-    assert!(Kernel::available().contains(&kernel) || kernel == Kernel::Generic, "{kernel:?} is not available on this CPU");
+    assert!(kernel.is_available(), "{kernel:?} is not available on this CPU");
     assert!(u64::from(start) + u64::from(count) <= 1 << 32, "nonce range passes 2^32");
     let top = target.top_u32();
     let lanes = kernel.lanes();

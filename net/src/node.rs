@@ -169,7 +169,12 @@ impl Node {
         req.resize(at + 2 * block.len(), 0);
         faster_hex::hex_encode(block, &mut req[at..]).map_err(|e| unreachable(std::io::Error::other(e.to_string())))?;
         req.extend_from_slice(tail);
-        let addr: std::net::SocketAddr = host.parse().map_err(|e| unreachable(std::io::Error::other(format!("{host}: {e}"))))?;
+        use std::net::ToSocketAddrs;
+        let addr = host
+            .to_socket_addrs()
+            .map_err(unreachable)?
+            .next()
+            .ok_or_else(|| unreachable(std::io::Error::other(format!("{host}: no address"))))?;
         let mut sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(unreachable)?;
         sock.set_nodelay(true).map_err(unreachable)?;
         sock.write_all(&req).map_err(unreachable)?;

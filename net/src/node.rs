@@ -170,12 +170,20 @@ impl Node {
         faster_hex::hex_encode(block, &mut req[at..]).map_err(|e| unreachable(std::io::Error::other(e.to_string())))?;
         req.extend_from_slice(tail);
         use std::net::ToSocketAddrs;
-        let addr = host
-            .to_socket_addrs()
-            .map_err(unreachable)?
-            .next()
-            .ok_or_else(|| unreachable(std::io::Error::other(format!("{host}: no address"))))?;
-        let mut sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(unreachable)?;
+        // Every address the name resolves to, in order (`localhost` may
+        // give ::1 first while the node listens on 127.0.0.1).
+        let mut last = std::io::Error::other(format!("{host}: no address"));
+        let mut sock = None;
+        for addr in host.to_socket_addrs().map_err(unreachable)? {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let mut sock = sock.ok_or_else(|| unreachable(last))?;
         sock.set_nodelay(true).map_err(unreachable)?;
         sock.write_all(&req).map_err(unreachable)?;
         let written = std::time::Instant::now();

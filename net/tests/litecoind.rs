@@ -135,8 +135,9 @@ fn litecoind_accepts_our_blocks_before_and_after_mweb() {
     }
     let (txs, mweb) = next(&nodes);
     assert!(mweb && txs >= 3, "{txs} transactions");
-    // Node B alone also serves as the template source.
-    next(std::slice::from_ref(&nb));
+    // Node B alone also serves as the template source, reached by name.
+    let nb_by_name = Node::new(&format!("http://u:p@localhost:{}", b.rpc)).unwrap();
+    next(std::slice::from_ref(&nb_by_name));
     assert_eq!(rpc(&nb, "getblockcount", json!([])).as_u64().unwrap(), 436);
 
     // Node B goes away: work comes from A (which keeps a peer, C: a node

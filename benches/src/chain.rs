@@ -99,13 +99,7 @@ pub fn run(a: &Args) -> Result<Value> {
     println!("template: {} transactions, {} KiB of JSON, height {}", template.transactions.len(), text.len() / 1024, template.height);
     let payout = call(&na, "getnewaddress", json!([]))?.as_str().unwrap_or_default().to_string();
     let script = address::script_for(&payout, Coin::Litecoin, Network::Regtest)?;
-    let cfg = CoinbaseConfig {
-        coin: Coin::Litecoin,
-        network: Network::Regtest,
-        tag: b"/otedama/".to_vec(),
-        extranonce1_size: 4,
-        extranonce2_size: 8,
-    };
+    let cfg = CoinbaseConfig::new(Coin::Litecoin, Network::Regtest);
     let (en1, en2) = ([0u8, 0, 0, 1], [7u8; 8]);
     let job = Job::new(1, &template, &cfg, &script)?;
     // A header whose scrypt misses the target, so the node rejects the

@@ -28,16 +28,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(t) = Template::from_json(text) {
-        let cfg = CoinbaseConfig {
-            coin: Coin::Litecoin,
-            network: Network::Regtest,
-            tag: b"/otedama/".to_vec(),
-            extranonce1_size: 4,
-            extranonce2_size: 4,
-        };
+        let cfg = CoinbaseConfig::new(Coin::Litecoin, Network::Regtest);
         if let Ok(job) = Job::new(1, &t, &cfg, &[0x51]) {
-            let h = job.header(&[1; 4], &[2; 4], 0, 0, job.version);
-            let block = job.block(&h, &[1; 4], &[2; 4]);
+            let h = job.header(&[1; 4], &[2; 8], 0, 0, job.version);
+            let block = job.block(&h, &[1; 4], &[2; 8]);
             assert_eq!(&block[..80], &h[..]);
             let _ = job.notify_fields();
         }

@@ -27,13 +27,7 @@ fn rpc(n: &Node, method: &str, params: Value) -> Value {
 /// transaction count and whether it carried MWEB data.
 fn mine_one(nodes: &[Node], wallet: &Node, payout: &str, en2: u64) -> (usize, bool) {
     let (_, t) = node::template_from_any(nodes, Duration::from_secs(30)).expect("a template");
-    let cfg = CoinbaseConfig {
-        coin: Coin::Litecoin,
-        network: Network::Regtest,
-        tag: b"/otedama/".to_vec(),
-        extranonce1_size: 4,
-        extranonce2_size: 8,
-    };
+    let cfg = CoinbaseConfig::new(Coin::Litecoin, Network::Regtest);
     let script = address::script_for(payout, Coin::Litecoin, Network::Regtest).unwrap();
     let job = Job::new(1, &t, &cfg, &script).unwrap();
     let (en1, en2) = ([0, 0, 0, 7], en2.to_le_bytes());

@@ -211,33 +211,33 @@ mod tests {
     use crate::chain::address::{Coin, Network};
     use crate::chain::job::{CoinbaseConfig, Job};
 
-    fn config() -> CoinbaseConfig {
-        CoinbaseConfig {
-            coin: Coin::Litecoin,
-            network: Network::Regtest,
-            tag: b"/otedama/".to_vec(),
-            extranonce1_size: 4,
-            extranonce2_size: 4,
-        }
+    const EN1: [u8; 4] = [1; 4];
+    const EN2: [u8; 8] = [2; 8];
+
+    /// A block for `t` built by the pool's own job code (after `tweak`),
+    /// with the first nonce whose PoW meets the devnet target (or, with
+    /// `meets = false`, the first that misses it).
+    fn grind(t: &Template<'_>, algo: Algorithm, meets: bool, tweak: impl Fn(&mut Job)) -> Vec<u8> {
+        let cfg = CoinbaseConfig::new(Coin::Litecoin, Network::Regtest);
+        let mut job = Job::new(1, t, &cfg, &[0x51]).unwrap();
+        tweak(&mut job);
+        let target = Target::from_compact(DEVNET_BITS).unwrap();
+        (0..)
+            .map(|n| job.header(&EN1, &EN2, t.curtime as u32, n, t.version))
+            .find(|h| {
+                let pow = match algo {
+                    Algorithm::Scrypt => otedama_hashers::scrypt::scrypt_1024_1_1(h),
+                    _ => sha256d(h),
+                };
+                target.is_met_by(&pow) == meets
+            })
+            .map(|h| job.block(&h, &EN1, &EN2))
+            .unwrap()
     }
 
-    /// Builds the next block through the pool's own job code, grinding the
-    /// nonce until the PoW meets the target.
-    fn mine(d: &Devnet, algo: Algorithm, now: u32, tweak: impl Fn(&Job) -> Job) -> Vec<u8> {
-        let t = d.template(now);
-        let job = tweak(&Job::new(1, &t, &config(), &[0x51]).unwrap());
-        let target = Target::from_compact(DEVNET_BITS).unwrap();
-        for nonce in 0.. {
-            let h = job.header(&[1; 4], &[2; 4], t.curtime as u32, nonce, t.version);
-            let pow = match algo {
-                Algorithm::Scrypt => otedama_hashers::scrypt::scrypt_1024_1_1(&h),
-                _ => sha256d(&h),
-            };
-            if target.is_met_by(&pow) {
-                return job.block(&h, &[1; 4], &[2; 4]);
-            }
-        }
-        unreachable!()
+    /// The next valid block.
+    fn mine(d: &Devnet, algo: Algorithm, now: u32) -> Vec<u8> {
+        grind(&d.template(now), algo, true, |_| {})
     }
 
     #[test]
@@ -245,7 +245,7 @@ mod tests {
         for algo in [Algorithm::Sha256d, Algorithm::Scrypt] {
             let mut d = Devnet::new(algo, 1_700_000_000);
             for i in 1..=20u32 {
-                let b = mine(&d, algo, 1_700_000_000 + i * 10, |j| j.clone());
+                let b = mine(&d, algo, 1_700_000_000 + i * 10);
                 let e = d.submit(&b).unwrap();
                 assert_eq!(e.height, i);
                 assert_eq!(d.submit(&b), Err(Reject::Duplicate));
@@ -259,50 +259,27 @@ mod tests {
         let algo = Algorithm::Sha256d;
         let mut d = Devnet::new(algo, 1_700_000_000);
         let now = 1_700_000_100;
-        let good = mine(&d, algo, now, |j| j.clone());
+        let good = mine(&d, algo, now);
 
         // Wrong previous block.
         let mut b = good.clone();
         b[4] ^= 1;
         assert!(matches!(d.submit(&b), Err(Reject::PrevMismatch { .. })));
-        // Bad merkle root (the PoW is re-ground so that is not the reason).
-        let bad_root = mine(&d, algo, now, |j| {
-            let mut j = j.clone();
-            j.branch.push([9; 32]);
-            j
-        });
+        // Bad merkle root (the PoW is ground for the bad root, so the
+        // root is the reason).
+        let bad_root = grind(&d.template(now), algo, true, |j| j.branch.push([9; 32]));
         assert_eq!(d.submit(&bad_root), Err(Reject::BadMerkleRoot));
         // Bad PoW: a nonce whose hash misses the target.
-        let t = d.template(now);
-        let job = Job::new(1, &t, &config(), &[0x51]).unwrap();
-        let target = Target::from_compact(DEVNET_BITS).unwrap();
-        let miss =
-            (0..).map(|n| job.header(&[1; 4], &[2; 4], t.curtime as u32, n, t.version)).find(|h| !target.is_met_by(&sha256d(h))).unwrap();
-        assert_eq!(d.submit(&job.block(&miss, &[1; 4], &[2; 4])), Err(Reject::HighHash));
+        let miss = grind(&d.template(now), algo, false, |_| {});
+        assert_eq!(d.submit(&miss), Err(Reject::HighHash));
         // Bad coinbase height: a template for the wrong height.
-        let wrong_height = {
-            let mut t = d.template(now);
-            t.height += 5;
-            let job = Job::new(1, &t, &config(), &[0x51]).unwrap();
-            (0..)
-                .map(|n| job.header(&[1; 4], &[2; 4], t.curtime as u32, n, t.version))
-                .find(|h| target.is_met_by(&sha256d(h)))
-                .map(|h| job.block(&h, &[1; 4], &[2; 4]))
-                .unwrap()
-        };
-        assert_eq!(d.submit(&wrong_height), Err(Reject::BadCoinbaseHeight { height: 1 }));
+        let mut t = d.template(now);
+        t.height += 5;
+        assert_eq!(d.submit(&grind(&t, algo, true, |_| {})), Err(Reject::BadCoinbaseHeight { height: 1 }));
         // Too much value.
-        let greedy = {
-            let mut t = d.template(now);
-            t.coinbasevalue = SUBSIDY + 1;
-            let job = Job::new(1, &t, &config(), &[0x51]).unwrap();
-            (0..)
-                .map(|n| job.header(&[1; 4], &[2; 4], t.curtime as u32, n, t.version))
-                .find(|h| target.is_met_by(&sha256d(h)))
-                .map(|h| job.block(&h, &[1; 4], &[2; 4]))
-                .unwrap()
-        };
-        assert_eq!(d.submit(&greedy), Err(Reject::CoinbaseValueTooHigh { paid: SUBSIDY + 1, allowed: SUBSIDY }));
+        let mut t = d.template(now);
+        t.coinbasevalue = SUBSIDY + 1;
+        assert_eq!(d.submit(&grind(&t, algo, true, |_| {})), Err(Reject::CoinbaseValueTooHigh { paid: SUBSIDY + 1, allowed: SUBSIDY }));
         // Truncated and garbage bytes.
         assert!(matches!(d.submit(&good[..good.len() - 1]), Err(Reject::Malformed(_))));
         assert!(matches!(d.submit(&good[..79]), Err(Reject::Malformed(_))));

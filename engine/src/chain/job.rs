@@ -26,6 +26,12 @@ pub struct CoinbaseConfig {
 }
 
 impl CoinbaseConfig {
+    /// The defaults: tag `/otedama/`, a 4-byte extranonce1 (per connection)
+    /// and an 8-byte extranonce2 (the miner's).
+    pub fn new(coin: Coin, network: Network) -> CoinbaseConfig {
+        CoinbaseConfig { coin, network, tag: b"/otedama/".to_vec(), extranonce1_size: 4, extranonce2_size: 8 }
+    }
+
     pub fn extranonce_size(&self) -> usize {
         self.extranonce1_size + self.extranonce2_size
     }
@@ -284,13 +290,7 @@ mod tests {
     }
 
     fn config() -> CoinbaseConfig {
-        CoinbaseConfig {
-            coin: Coin::Litecoin,
-            network: Network::Regtest,
-            tag: b"/otedama/".to_vec(),
-            extranonce1_size: 4,
-            extranonce2_size: 8,
-        }
+        CoinbaseConfig::new(Coin::Litecoin, Network::Regtest)
     }
 
     #[test]

@@ -173,28 +173,23 @@ pub fn scan(job: &HeaderJob, start: u32, count: u32, target: Target, kernel: Ker
             found.push(nonce);
         }
     };
-    let mut n = 0;
-    let mut tops = [0u32; 16];
-    while n < whole {
-        let base = start + n;
-        // SAFETY: the kernel's CPU features were checked above.
-        unsafe {
-            match kernel {
-                #[cfg(target_arch = "x86_64")]
-                Kernel::ShaNi => shani::top_words(job, base, &mut tops),
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => avx512::top_words(job, base, &mut tops),
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => avx2::top_words(job, base, &mut tops),
-                _ => tops[0] = top_word_of(&job.hash(base)),
-            }
+    // Nonces whose top word passes; each is then checked exactly.
+    let mut candidates = Vec::new();
+    let groups = whole / lanes;
+    // SAFETY: the kernel's CPU features were checked above.
+    unsafe {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::ShaNi => shani::candidates(job, start, groups, top, &mut candidates),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => avx512::candidates(job, start, groups, top, &mut candidates),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => avx2::candidates(job, start, groups, top, &mut candidates),
+            _ => candidates.extend((start..start + whole).filter(|&n| top_word_of(&job.hash(n)) <= top)),
         }
-        for (i, &t) in tops[..lanes as usize].iter().enumerate() {
-            if t <= top {
-                check(base + i as u32);
-            }
-        }
-        n += lanes;
+    }
+    for nonce in candidates {
+        check(nonce);
     }
     for nonce in start + whole..start + count {
         check(nonce);
@@ -290,10 +285,34 @@ macro_rules! lane_kernel {
             }
 
             /// Top words (as a little-endian 256-bit integer) of the hashes
-            /// of nonces `base .. base + LANES`.
+            /// of nonces `base .. base + LANES` (one group, for tests).
             #[target_feature(enable = $feat)]
+            #[cfg_attr(not(test), allow(dead_code))]
             pub(super) fn top_words(job: &HeaderJob, base: u32, out: &mut [u32; 16]) {
+                group(job, &Precomputed::new(job), base, out)
+            }
+
+            /// Appends to `out` every nonce of `groups` groups from `start`
+            /// whose top word is at most `top`: the job constants are
+            /// computed once for the whole range.
+            #[target_feature(enable = $feat)]
+            pub(super) fn candidates(job: &HeaderJob, start: u32, groups: u32, top: u32, out: &mut Vec<u32>) {
                 let pre = Precomputed::new(job);
+                let mut tops = [0u32; 16];
+                for g in 0..groups {
+                    let base = start + g * $lanes;
+                    group(job, &pre, base, &mut tops);
+                    for (i, &t) in tops[..$lanes].iter().enumerate() {
+                        if t <= top {
+                            out.push(base + i as u32);
+                        }
+                    }
+                }
+            }
+
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn group(job: &HeaderJob, pre: &Precomputed, base: u32, out: &mut [u32; 16]) {
                 let nonce_be = bswap(add(splat(base), iota()));
                 // First hash, second block: rounds 3..64 from the job's
                 // state after round 2.
@@ -493,14 +512,54 @@ mod shani {
         )
     }
 
-    /// Top words of the hashes of nonces `base .. base + 4`.
+    /// Job constants, computed once per scanned range.
+    struct Setup {
+        mid: [__m128i; 2],
+        kvs: [__m128i; 16],
+        /// ABEF after rounds 0 and 1, which use only W0, W1: the same for
+        /// every nonce.
+        abef1: __m128i,
+        iv2: [__m128i; 2],
+    }
+
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    pub(super) fn top_words(job: &HeaderJob, base: u32, out: &mut [u32; 16]) {
+    fn setup(job: &HeaderJob) -> Setup {
         let mid = pack(&job.midstate);
         let kvs: [__m128i; 16] = core::array::from_fn(kv);
-        // Rounds 0 and 1 use only W0, W1: the same for every nonce.
         let w0k_lo = _mm_add_epi32(_mm_set_epi32(0, 0, job.tail[1] as i32, job.tail[0] as i32), kvs[0]);
         let abef1 = _mm_sha256rnds2_epu32(mid[1], mid[0], w0k_lo);
+        Setup { mid, kvs, abef1, iv2: pack(&IV) }
+    }
+
+    /// Top words of the hashes of nonces `base .. base + 4` (one group,
+    /// for tests).
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) fn top_words(job: &HeaderJob, base: u32, out: &mut [u32; 16]) {
+        group(job, &setup(job), base, out)
+    }
+
+    /// Appends to `out` every nonce of `groups` groups of 4 from `start`
+    /// whose top word is at most `top`.
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub(super) fn candidates(job: &HeaderJob, start: u32, groups: u32, top: u32, out: &mut Vec<u32>) {
+        let su = setup(job);
+        let mut tops = [0u32; 16];
+        for g in 0..groups {
+            let base = start + g * L as u32;
+            group(job, &su, base, &mut tops);
+            for (i, &t) in tops[..L].iter().enumerate() {
+                if t <= top {
+                    out.push(base + i as u32);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    fn group(job: &HeaderJob, su: &Setup, base: u32, out: &mut [u32; 16]) {
+        let (mid, kvs, abef1) = (su.mid, &su.kvs, su.abef1);
 
         // First hash, second block.
         let mut w = [[_mm_setzero_si128(); 16]; L];
@@ -530,7 +589,7 @@ mod shani {
             }
         }
         // Add the midstate and unpack to W0..3 = (a,b,c,d), W4..7 = (e,f,g,h).
-        let iv2 = pack(&IV);
+        let iv2 = su.iv2;
         let mut abef2 = [iv2[0]; L];
         let mut cdgh2 = [iv2[1]; L];
         let mut w2 = [[_mm_setzero_si128(); 16]; L];

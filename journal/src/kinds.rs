@@ -12,6 +12,8 @@ pub const REGISTRY: &[(u16, &str, &str, &str)] = &[
     (0x0001, "heartbeat", "journal", "a writer is alive and has nothing to record; payload: empty"),
     (0x0100, "exchange_command", "engine", "one exchange command (engine/FORMAT.md)"),
     (0x0200, "exchange_events", "engine", "the events of the command before it (engine/FORMAT.md)"),
+    (0x0300, "block_found", "net", "a solved block and what the nodes made of it (engine/CHAIN.md)"),
+    (0x0310, "devnet_block", "net", "a block the embedded devnet accepted, as submitted (engine/CHAIN.md)"),
     (0xF000, "test", "tests", "opaque test payload"),
     (0xF001, "bench", "benches", "opaque benchmark payload"),
 ];
@@ -19,6 +21,8 @@ pub const REGISTRY: &[(u16, &str, &str, &str)] = &[
 pub const HEARTBEAT: u16 = 0x0001;
 pub const EXCHANGE_COMMAND: u16 = 0x0100;
 pub const EXCHANGE_EVENTS: u16 = 0x0200;
+pub const BLOCK_FOUND: u16 = 0x0300;
+pub const DEVNET_BLOCK: u16 = 0x0310;
 pub const TEST: u16 = 0xF000;
 pub const BENCH: u16 = 0xF001;
 

@@ -2,10 +2,13 @@
 //! engine shard, rings), the binary protocol's codec and client, the key
 //! store, and the sequencer that journals and applies commands.
 
+pub mod blocks;
 pub mod client;
+pub mod devnet_rpc;
 pub mod gateway;
 pub mod keys;
 pub mod node;
 pub mod regtest;
 pub mod sequencer;
+pub mod template_task;
 pub mod wire;

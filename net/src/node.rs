@@ -6,9 +6,13 @@
 //! Blocking on purpose: the template task and block submission run on
 //! threads of their own, never on an I/O shard.
 
-use otedama_engine::chain::template::Template;
+use otedama_engine::chain::template::{ReplyError, Template};
 use serde_json::{Value, json};
 use std::time::Duration;
+
+/// Largest reply read from a node: a 4 MB-weight block's template is
+/// about 8 MB of hex.
+pub const MAX_REPLY: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -116,6 +120,47 @@ impl Node {
             url: self.url.clone(),
             method: "getblocktemplate".into(),
             detail: e.to_string(),
+        })
+    }
+
+    /// `getblocktemplate` as the node's raw reply text (the whole JSON-RPC
+    /// envelope), for parsing with [`Template::from_reply`] without an
+    /// intermediate `Value` of the template's megabytes.
+    pub fn block_template_text(&self, longpollid: Option<&str>, timeout: Duration) -> Result<String, NodeError> {
+        let mut req = json!({"rules": ["mweb", "segwit"]});
+        if let Some(id) = longpollid {
+            req["longpollid"] = json!(id);
+        }
+        let body = json!({"jsonrpc": "1.0", "id": "otedama", "method": "getblocktemplate", "params": [req]});
+        let mut http = self.agent.post(&self.endpoint).timeout(timeout);
+        if let Some(a) = &self.auth {
+            http = http.set("Authorization", &format!("Basic {}", base64(a.as_bytes())));
+        }
+        let reply = match http.send_json(body) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(NodeError::Unreachable { url: self.url.clone(), reason: e.to_string() }),
+        };
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(reply.into_reader(), MAX_REPLY as u64 + 1), &mut text)
+            .map_err(|e| NodeError::Unreachable { url: self.url.clone(), reason: e.to_string() })?;
+        if text.len() > MAX_REPLY {
+            return Err(NodeError::Protocol {
+                url: self.url.clone(),
+                method: "getblocktemplate".into(),
+                detail: format!("reply larger than {MAX_REPLY} bytes"),
+            });
+        }
+        Ok(text)
+    }
+
+    /// Parses a [`Node::block_template_text`] reply.
+    pub fn parse_template<'t>(&self, text: &'t str) -> Result<Template<'t>, NodeError> {
+        Template::from_reply(text).map_err(|e| match e {
+            ReplyError::Rpc { code, message } => {
+                NodeError::Rpc { url: self.url.clone(), method: "getblocktemplate".into(), code, message }
+            }
+            ReplyError::Json(detail) => NodeError::Protocol { url: self.url.clone(), method: "getblocktemplate".into(), detail },
         })
     }
 

@@ -13,6 +13,9 @@ use otedama_engine::chain::address::{self, Coin, Network};
 use otedama_engine::chain::job::{CoinbaseConfig, Job};
 use otedama_engine::chain::{sha256d, to_display_hex};
 use otedama_hashers::scrypt::{Kernel, Scrypt};
+use otedama_engine::chain::record::{BlockRecord, Outcome};
+use otedama_journal::{Journal, Reader, ReaderOptions, kinds};
+use otedama_net::blocks;
 use otedama_net::node::{self, Node, Submitted};
 use otedama_net::regtest::{self, Litecoind};
 use serde_json::{Value, json};
@@ -25,7 +28,7 @@ fn rpc(n: &Node, method: &str, params: Value) -> Value {
 /// answers), job, scrypt grind, submission to every node; then checks the
 /// block landed on both nodes and pays `payout`. Returns the template's
 /// transaction count and whether it carried MWEB data.
-fn mine_one(nodes: &[Node], wallet: &Node, payout: &str, en2: u64) -> (usize, bool) {
+fn mine_one(nodes: &[Node], wallet: &Node, payout: &str, en2: u64, journal: &mut Journal) -> (usize, bool) {
     let (_, t) = node::template_from_any(nodes, Duration::from_secs(30)).expect("a template");
     let cfg = CoinbaseConfig::new(Coin::Litecoin, Network::Regtest);
     let script = address::script_for(payout, Coin::Litecoin, Network::Regtest).unwrap();
@@ -50,7 +53,13 @@ fn mine_one(nodes: &[Node], wallet: &Node, payout: &str, en2: u64) -> (usize, bo
     }
     assert_eq!(parsed.trailer > 0, t.mweb.is_some());
     let id = to_display_hex(&sha256d(&header));
-    let landing = node::submit_and_confirm(nodes, &block, &id, Duration::from_secs(20));
+    let finder = blocks::Finder { address: payout, worker: "rig1" };
+    let sub = blocks::submit_block(nodes, journal, &job, &header, (&en1, &en2), finder, Duration::from_secs(20)).unwrap();
+    assert_eq!(sub.record.outcome, Outcome::Landed, "{sub:?}");
+    assert_eq!(sub.record.height, t.height);
+    assert_eq!(sub.record.subsidy + sub.record.fees, t.coinbasevalue);
+    assert_eq!(sub.record.on_chain_mask.count_ones() as usize, sub.landing.on_chain.len());
+    let landing = sub.landing;
     let accepted = landing.answers.iter().filter(|a| matches!(a, Ok(Submitted::Accepted | Submitted::Duplicate))).count();
     assert!(accepted >= 1 && landing.landed(), "height {}: {landing:?}", t.height);
     let reachable = nodes.iter().filter(|n| n.best_block_hash().is_ok()).count();
@@ -95,10 +104,14 @@ fn litecoind_accepts_our_blocks_before_and_after_mweb() {
     let nodes = vec![dead, na.clone(), nb.clone()];
     let payout = rpc(&na, "getnewaddress", json!(["pool", "bech32"])).as_str().unwrap().to_string();
     assert!(payout.starts_with("rltc1"), "{payout}");
+    // Block records go to a journal of their own, synced per block.
+    let jdir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(jdir.path(), otedama_journal::Options::default()).unwrap();
+    let first_seq = journal.open_report().first_seq;
     let mut en2 = 0;
     let mut next = |nodes: &[Node]| {
         en2 += 1;
-        mine_one(nodes, &na, &payout, en2)
+        mine_one(nodes, &na, &payout, en2, &mut journal)
     };
     for _ in 0..3 {
         next(&nodes);
@@ -150,4 +163,20 @@ fn litecoind_accepts_our_blocks_before_and_after_mweb() {
     }
     next(&only_b);
     assert_eq!(rpc(&nb, "getblockcount", json!([])).as_u64().unwrap(), 438);
+    drop(next);
+    journal.close().unwrap();
+
+    // Every block we mined has its durable record, in order, landed.
+    let mut r = Reader::open(jdir.path(), first_seq, ReaderOptions::default()).unwrap();
+    let mut heights = Vec::new();
+    while let Some(rec) = r.try_next().unwrap() {
+        if rec.kind == kinds::BLOCK_FOUND {
+            let b = BlockRecord::decode(rec.payload).unwrap();
+            assert_eq!(b.outcome, Outcome::Landed);
+            assert_eq!((b.finder.as_str(), b.worker.as_str()), (payout.as_str(), "rig1"));
+            heights.push(b.height);
+        }
+    }
+    assert_eq!(heights, [102, 103, 104, 105, 432, 433, 434, 435, 436, 437, 438]);
+    assert_eq!(*heights.last().unwrap(), 438);
 }

@@ -4,8 +4,8 @@
 //! merkle root, BIP 34 coinbase height, coinbase value), with a precise
 //! reason for every refusal. Deterministic: time arrives as an argument.
 //!
-//! Not yet served over JSON-RPC by the engine process (that comes with the
-//! template task); everything here is pure.
+//! Everything here is pure; `otedama_net::devnet_rpc` serves it over the
+//! bitcoind-dialect JSON-RPC and journals its blocks.
 
 use super::block::{self, Malformed};
 use super::encode::bip34_height;
@@ -20,6 +20,9 @@ use std::fmt;
 pub const DEVNET_BITS: u32 = 0x207f_ffff;
 /// The block subsidy (no halving on the devnet).
 pub const SUBSIDY: u64 = 50 * 100_000_000;
+/// The genesis time of the devnet the engine serves (fixed, so a chain
+/// replayed from its journal is the same chain).
+pub const GENESIS_TIME: u32 = 1_700_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reject {
@@ -88,6 +91,9 @@ pub struct Entry {
     pub height: u32,
     pub time: u32,
     pub header: [u8; 80],
+    /// The whole block as submitted (the genesis block: header, one empty
+    /// coinbase-less transaction count of 0).
+    pub block: Vec<u8>,
 }
 
 pub struct Devnet {
@@ -111,7 +117,13 @@ impl Devnet {
         let id = sha256d(&header);
         let mut index = BTreeMap::new();
         index.insert(id, 0);
-        Devnet { algorithm, chain: vec![Entry { id, height: 0, time: genesis_time, header }], index }
+        let mut block = header.to_vec();
+        block.push(0);
+        Devnet { algorithm, chain: vec![Entry { id, height: 0, time: genesis_time, header, block }], index }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
     }
 
     pub fn tip(&self) -> &Entry {
@@ -158,17 +170,18 @@ impl Devnet {
         if self.index.contains_key(&id) {
             return Err(Reject::Duplicate);
         }
-        let tip = self.tip().clone();
+        let tip = self.tip();
+        let (tip_id, tip_time, tip_height) = (tip.id, tip.time, tip.height);
         let prev: [u8; 32] = b.header[4..36].try_into().unwrap();
-        if prev != tip.id {
-            return Err(Reject::PrevMismatch { expected: to_display_hex(&tip.id), got: to_display_hex(&prev) });
+        if prev != tip_id {
+            return Err(Reject::PrevMismatch { expected: to_display_hex(&tip_id), got: to_display_hex(&prev) });
         }
         let bits = u32::from_le_bytes(b.header[72..76].try_into().unwrap());
         if bits != DEVNET_BITS {
             return Err(Reject::BadBits { expected: DEVNET_BITS, got: bits });
         }
         let time = u32::from_le_bytes(b.header[68..72].try_into().unwrap());
-        if time <= tip.time {
+        if time <= tip_time {
             return Err(Reject::TimeTooOld);
         }
         let pow = match self.algorithm {
@@ -187,7 +200,7 @@ impl Devnet {
         if cb.inputs != 1 || cb.first_prevout != ([0u8; 32], u32::MAX) {
             return Err(Reject::NotCoinbase);
         }
-        let height = tip.height + 1;
+        let height = tip_height + 1;
         if !cb.first_script_sig.starts_with(&bip34_height(height)) {
             return Err(Reject::BadCoinbaseHeight { height });
         }
@@ -198,7 +211,7 @@ impl Devnet {
         if b.txs.len() > 1 || b.trailer != 0 {
             return Err(Reject::UnexpectedTransactions);
         }
-        let e = Entry { id, height, time, header: b.header };
+        let e = Entry { id, height, time, header: b.header, block: bytes.to_vec() };
         self.index.insert(id, height);
         self.chain.push(e.clone());
         Ok(e)

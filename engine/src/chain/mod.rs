@@ -21,6 +21,7 @@ pub mod devnet;
 pub mod encode;
 pub mod job;
 pub mod merkle;
+pub mod record;
 pub mod template;
 
 /// sha256d, the transaction and block id hash.

@@ -1,13 +1,13 @@
 //! The `getblocktemplate` answer (BIP 22/23, segwit and Litecoin MWEB
 //! fields), as a bitcoind-dialect node returns it.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
 /// A template transaction. The hex strings borrow from the JSON text when
 /// parsed with [`Template::from_json`] (no copy of the megabytes a full
 /// template carries) and are owned otherwise.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct TemplateTx<'a> {
     /// The transaction serialized with its witness, hex.
     #[serde(borrow)]
@@ -16,15 +16,15 @@ pub struct TemplateTx<'a> {
     #[serde(borrow)]
     pub txid: Cow<'a, str>,
     /// Its witness id (display order hex).
-    #[serde(default, borrow)]
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub hash: Option<Cow<'a, str>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fee: Option<i64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u64>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Template<'a> {
     pub version: u32,
     #[serde(default)]
@@ -33,17 +33,17 @@ pub struct Template<'a> {
     #[serde(borrow)]
     pub transactions: Vec<TemplateTx<'a>>,
     pub coinbasevalue: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub longpollid: Option<String>,
     pub target: String,
     pub mintime: u64,
     pub curtime: u64,
     pub bits: String,
     pub height: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_witness_commitment: Option<String>,
     /// Litecoin: the MWEB extension block, hex, once MWEB is active.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mweb: Option<String>,
 }
 
@@ -52,5 +52,42 @@ impl<'a> Template<'a> {
     /// transactions' hex from `json`.
     pub fn from_json(json: &'a str) -> Result<Template<'a>, serde_json::Error> {
         serde_json::from_str(json)
+    }
+}
+
+/// A `getblocktemplate` reply that did not give a template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplyError {
+    /// The node's JSON-RPC error.
+    Rpc { code: i64, message: String },
+    /// Not JSON, or not a template.
+    Json(String),
+}
+
+#[derive(Deserialize)]
+struct RpcError {
+    #[serde(default)]
+    code: i64,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct Reply<'a> {
+    #[serde(borrow, default)]
+    result: Option<Template<'a>>,
+    #[serde(default)]
+    error: Option<RpcError>,
+}
+
+impl<'a> Template<'a> {
+    /// Parses a whole JSON-RPC reply (`{"result": …, "error": …, "id": …}`)
+    /// to `getblocktemplate`, borrowing the transactions' hex from `text`.
+    pub fn from_reply(text: &'a str) -> Result<Template<'a>, ReplyError> {
+        let r: Reply<'a> = serde_json::from_str(text).map_err(|e| ReplyError::Json(e.to_string()))?;
+        if let Some(e) = r.error {
+            return Err(ReplyError::Rpc { code: e.code, message: e.message });
+        }
+        r.result.ok_or_else(|| ReplyError::Json("neither result nor error".into()))
     }
 }

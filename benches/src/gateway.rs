@@ -89,6 +89,8 @@ impl EngineProc {
                 "--journal-flusher-spin-us=0",
                 "--journal-writeback-delay-us=200",
                 "--log-level=warn",
+                // Only order entry is measured: no devnet or template task.
+                "--pool-enabled=false",
                 "engine",
             ])
             .stdout(Stdio::piped())

@@ -228,9 +228,12 @@ fn rpc_body(id: &Value, result: Result<Value, (i64, String)>) -> (u16, Value) {
 impl State {
     fn serve(&mut self, server: &Server, stop: &AtomicBool, height: &AtomicU32) -> Result<(), JournalError> {
         while !stop.load(Ordering::Acquire) {
-            let wait = self.waiters.iter().map(|w| w.deadline).min().map_or(Duration::from_millis(200), |d| {
-                d.saturating_duration_since(Instant::now()).min(Duration::from_millis(200))
-            });
+            let wait = self
+                .waiters
+                .iter()
+                .map(|w| w.deadline)
+                .min()
+                .map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)));
             match server.recv_timeout(wait) {
                 Ok(Some(req)) => {
                     let before = self.devnet.height();
@@ -277,10 +280,7 @@ impl State {
     }
 
     fn handle(&mut self, mut req: Request) -> Result<(), JournalError> {
-        let authorized = req
-            .headers()
-            .iter()
-            .any(|h| h.field.equiv("Authorization") && h.value.as_str() == self.authorization.as_str());
+        let authorized = req.headers().iter().any(|h| h.field.equiv("Authorization") && h.value.as_str() == self.authorization.as_str());
         if !authorized {
             let r = Response::from_string("")
                 .with_status_code(401)

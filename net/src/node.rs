@@ -157,9 +157,7 @@ impl Node {
     /// Parses a [`Node::block_template_text`] reply.
     pub fn parse_template<'t>(&self, text: &'t str) -> Result<Template<'t>, NodeError> {
         Template::from_reply(text).map_err(|e| match e {
-            ReplyError::Rpc { code, message } => {
-                NodeError::Rpc { url: self.url.clone(), method: "getblocktemplate".into(), code, message }
-            }
+            ReplyError::Rpc { code, message } => NodeError::Rpc { url: self.url.clone(), method: "getblocktemplate".into(), code, message },
             ReplyError::Json(detail) => NodeError::Protocol { url: self.url.clone(), method: "getblocktemplate".into(), detail },
         })
     }

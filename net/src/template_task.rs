@@ -198,7 +198,9 @@ fn watch(i: usize, node: &Node, cfg: &TemplateTaskConfig, tx: &mpsc::Sender<Repl
                     }
                     // A long poll that ran out its time on our side is not
                     // a failure: ask again.
-                    Err(NodeError::Unreachable { .. }) if longpollid.is_some() && t.elapsed() >= cfg.longpoll_timeout.mul_f64(0.9) => continue,
+                    Err(NodeError::Unreachable { .. }) if longpollid.is_some() && t.elapsed() >= cfg.longpoll_timeout.mul_f64(0.9) => {
+                        continue;
+                    }
                     Err(_) => longpollid = None,
                 }
                 r

@@ -89,8 +89,16 @@ fn the_template_task_follows_the_devnet_and_our_blocks_land_on_it() {
             let (en1, en2) = ([0, 0, 0, 1], [height as u8; 8]);
             let header = solve(&work.job, algorithm, &en1, &en2);
             let finder = Finder { address: "devnet-miner", worker: "w" };
-            let sub = blocks::submit_block(std::slice::from_ref(&node), &mut journal, &work.job, &header, (&en1, &en2), finder, Duration::from_secs(5))
-                .unwrap();
+            let sub = blocks::submit_block(
+                std::slice::from_ref(&node),
+                &mut journal,
+                &work.job,
+                &header,
+                (&en1, &en2),
+                finder,
+                Duration::from_secs(5),
+            )
+            .unwrap();
             assert_eq!(sub.record.outcome, Outcome::Landed, "{sub:?}");
             assert_eq!(sub.record.subsidy, otedama_engine::chain::devnet::SUBSIDY);
             let t = Instant::now();
@@ -204,7 +212,10 @@ fn a_long_poll_waits_for_the_tip_and_is_answered_when_it_moves() {
     assert_eq!(node.call("getblockcount", json!([]), Duration::from_secs(5)).unwrap(), json!(0));
     let job = Job::new(1, &t, &CoinbaseConfig::new(Coin::Bitcoin, Network::Regtest), &[0x51]).unwrap();
     let h = solve(&job, Algorithm::Sha256d, &[0; 4], &[0; 8]);
-    assert_eq!(node.call("submitblock", json!([encode_hex(&job.block(&h, &[0; 4], &[0; 8]))]), Duration::from_secs(5)).unwrap(), Value::Null);
+    assert_eq!(
+        node.call("submitblock", json!([encode_hex(&job.block(&h, &[0; 4], &[0; 8]))]), Duration::from_secs(5)).unwrap(),
+        Value::Null
+    );
     let (height, waited) = waiter.join().unwrap();
     assert_eq!(height, 2, "the long poll answers with the next block's template");
     assert!(waited >= Duration::from_millis(500) && waited < Duration::from_secs(10), "{waited:?}");

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use otedama_engine::chain::address::{self, Coin, Network};
 use otedama_engine::chain::job::{CoinbaseConfig, Job};
+use otedama_engine::chain::record::{BlockRecord, Outcome};
 use otedama_engine::chain::{sha256d, to_display_hex};
 use otedama_hashers::scrypt::{Kernel, Scrypt};
-use otedama_engine::chain::record::{BlockRecord, Outcome};
 use otedama_journal::{Journal, Reader, ReaderOptions, kinds};
 use otedama_net::blocks;
 use otedama_net::node::{self, Node, Submitted};

@@ -25,7 +25,17 @@ fn trade(addr: &str, key: &str, args: &[&str]) -> (bool, String) {
 
 fn start_engine(data: &str) -> (Spawned, String) {
     let mut c = otedama();
-    c.args(["--data-dir", data, "--gateway-listen", "127.0.0.1:0", "--journal-durability", "batch", "engine"]);
+    c.args([
+        "--data-dir",
+        data,
+        "--gateway-listen",
+        "127.0.0.1:0",
+        "--pool-devnet-rpc",
+        "127.0.0.1:0",
+        "--journal-durability",
+        "batch",
+        "engine",
+    ]);
     let mut e = Spawned::start(c);
     let line = e.wait_for_line("order entry on");
     let addr = line.split("order entry on ").nth(1).unwrap().split(' ').next().unwrap().to_owned();

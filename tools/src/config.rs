@@ -28,6 +28,7 @@ pub struct Config {
     pub journal: JournalConfig,
     pub engine: EngineConfig,
     pub gateway: GatewayConfig,
+    pub pool: PoolConfig,
     pub supervisor: SupervisorConfig,
 }
 
@@ -223,6 +224,106 @@ impl GatewayConfig {
     }
 }
 
+/// The chain a pool mines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum CoinChoice {
+    /// The embedded devnet, sha256d.
+    #[serde(rename = "devnet-sha256d")]
+    #[value(name = "devnet-sha256d")]
+    DevnetSha256d,
+    /// The embedded devnet, scrypt.
+    #[serde(rename = "devnet-scrypt")]
+    #[value(name = "devnet-scrypt")]
+    DevnetScrypt,
+    #[serde(rename = "ltc-regtest")]
+    #[value(name = "ltc-regtest")]
+    LtcRegtest,
+    #[serde(rename = "ltc-testnet")]
+    #[value(name = "ltc-testnet")]
+    LtcTestnet,
+    #[serde(rename = "ltc")]
+    #[value(name = "ltc")]
+    Ltc,
+    #[serde(rename = "btc-regtest")]
+    #[value(name = "btc-regtest")]
+    BtcRegtest,
+    #[serde(rename = "btc-testnet")]
+    #[value(name = "btc-testnet")]
+    BtcTestnet,
+    #[serde(rename = "btc")]
+    #[value(name = "btc")]
+    Btc,
+}
+
+impl CoinChoice {
+    /// (coin, network for addresses, proof of work, embedded devnet).
+    pub fn chain(
+        self,
+    ) -> (otedama_engine::chain::address::Coin, otedama_engine::chain::address::Network, otedama_hashers::Algorithm, bool) {
+        use otedama_engine::chain::address::{Coin, Network};
+        use otedama_hashers::Algorithm;
+        match self {
+            CoinChoice::DevnetSha256d => (Coin::Bitcoin, Network::Regtest, Algorithm::Sha256d, true),
+            CoinChoice::DevnetScrypt => (Coin::Litecoin, Network::Regtest, Algorithm::Scrypt, true),
+            CoinChoice::LtcRegtest => (Coin::Litecoin, Network::Regtest, Algorithm::Scrypt, false),
+            CoinChoice::LtcTestnet => (Coin::Litecoin, Network::Testnet, Algorithm::Scrypt, false),
+            CoinChoice::Ltc => (Coin::Litecoin, Network::Mainnet, Algorithm::Scrypt, false),
+            CoinChoice::BtcRegtest => (Coin::Bitcoin, Network::Regtest, Algorithm::Sha256d, false),
+            CoinChoice::BtcTestnet => (Coin::Bitcoin, Network::Testnet, Algorithm::Sha256d, false),
+            CoinChoice::Btc => (Coin::Bitcoin, Network::Mainnet, Algorithm::Sha256d, false),
+        }
+    }
+}
+
+/// The pool's chain side in `otedama engine`: which chain, which nodes,
+/// where the coinbase pays, and how templates are followed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Run the chain side at all.
+    pub enabled: bool,
+    pub coin: CoinChoice,
+    /// `http://USER:PASS@HOST:PORT`, in failover order. Empty with a
+    /// devnet coin: the embedded devnet.
+    pub nodes: Vec<String>,
+    /// Where the coinbase pays (pool mode). Empty on the devnet: an
+    /// anyone-can-spend output (`OP_TRUE`).
+    pub payout_address: String,
+    /// Pool tag after the extranonce in the coinbase scriptSig.
+    pub coinbase_tag: String,
+    pub extranonce1_size: usize,
+    pub extranonce2_size: usize,
+    /// The embedded devnet's JSON-RPC address (loopback).
+    pub devnet_rpc: String,
+    /// A devnet long poll with no new block is answered after this (ms).
+    pub devnet_longpoll_ms: u64,
+    /// Longest one long poll to a node stays open before it is asked again (ms).
+    pub longpoll_timeout_ms: u64,
+    /// How often a node that does not long poll is asked for its tip (ms).
+    pub poll_interval_ms: u64,
+    /// A polled node's full template is fetched at least this often (ms).
+    pub refresh_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            enabled: true,
+            coin: CoinChoice::DevnetSha256d,
+            nodes: vec![],
+            payout_address: String::new(),
+            coinbase_tag: "/otedama/".into(),
+            extranonce1_size: 4,
+            extranonce2_size: 8,
+            devnet_rpc: "127.0.0.1:18460".into(),
+            devnet_longpoll_ms: 60_000,
+            longpoll_timeout_ms: 90_000,
+            poll_interval_ms: 500,
+            refresh_ms: 30_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SupervisorConfig {
@@ -244,6 +345,7 @@ impl Default for Config {
             journal: JournalConfig::default(),
             engine: EngineConfig::default(),
             gateway: GatewayConfig::default(),
+            pool: PoolConfig::default(),
             supervisor: SupervisorConfig::default(),
         }
     }
@@ -315,8 +417,91 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "GatewayOverrides::is_empty")]
     pub gateway: GatewayOverrides,
     #[command(flatten)]
+    #[serde(skip_serializing_if = "PoolOverrides::is_empty")]
+    pub pool: PoolOverrides,
+    #[command(flatten)]
     #[serde(skip_serializing_if = "SupervisorOverrides::is_empty")]
     pub supervisor: SupervisorOverrides,
+}
+
+/// The pool's flags, with the short names the pool's users expect
+/// (`--coin`, `--node`, `--payout-address`) beside the key-path names.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct PoolOverrides {
+    #[arg(long = "pool-enabled", global = true, help = "run the chain side [env: OTEDAMA_POOL__ENABLED]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[arg(long = "pool-coin", visible_alias = "coin", global = true, value_enum, help = "chain to mine [env: OTEDAMA_POOL__COIN]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coin: Option<CoinChoice>,
+    #[arg(
+        long = "pool-nodes",
+        visible_alias = "node",
+        global = true,
+        value_name = "URL",
+        num_args = 1,
+        action = clap::ArgAction::Append,
+        help = "node http://USER:PASS@HOST:PORT, repeatable, failover order [env: OTEDAMA_POOL__NODES]"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
+    #[arg(
+        long = "pool-payout-address",
+        visible_alias = "payout-address",
+        global = true,
+        help = "coinbase payout address [env: OTEDAMA_POOL__PAYOUT_ADDRESS]"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payout_address: Option<String>,
+    #[arg(long = "pool-coinbase-tag", global = true, help = "pool tag in the coinbase [env: OTEDAMA_POOL__COINBASE_TAG]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coinbase_tag: Option<String>,
+    #[arg(long = "pool-extranonce1-size", global = true, help = "extranonce1 bytes [env: OTEDAMA_POOL__EXTRANONCE1_SIZE]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extranonce1_size: Option<usize>,
+    #[arg(long = "pool-extranonce2-size", global = true, help = "extranonce2 bytes [env: OTEDAMA_POOL__EXTRANONCE2_SIZE]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extranonce2_size: Option<usize>,
+    #[arg(long = "pool-devnet-rpc", global = true, help = "embedded devnet JSON-RPC address [env: OTEDAMA_POOL__DEVNET_RPC]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devnet_rpc: Option<String>,
+    #[arg(
+        long = "pool-devnet-longpoll-ms",
+        global = true,
+        help = "devnet long-poll answer time, ms [env: OTEDAMA_POOL__DEVNET_LONGPOLL_MS]"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devnet_longpoll_ms: Option<u64>,
+    #[arg(
+        long = "pool-longpoll-timeout-ms",
+        global = true,
+        help = "longest long poll to a node, ms [env: OTEDAMA_POOL__LONGPOLL_TIMEOUT_MS]"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longpoll_timeout_ms: Option<u64>,
+    #[arg(long = "pool-poll-interval-ms", global = true, help = "tip polling interval, ms [env: OTEDAMA_POOL__POLL_INTERVAL_MS]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_interval_ms: Option<u64>,
+    #[arg(long = "pool-refresh-ms", global = true, help = "full template refresh when polling, ms [env: OTEDAMA_POOL__REFRESH_MS]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_ms: Option<u64>,
+}
+
+impl PoolOverrides {
+    fn is_empty(&self) -> bool {
+        self.enabled.is_none()
+            && self.coin.is_none()
+            && self.nodes.is_none()
+            && self.payout_address.is_none()
+            && self.coinbase_tag.is_none()
+            && self.extranonce1_size.is_none()
+            && self.extranonce2_size.is_none()
+            && self.devnet_rpc.is_none()
+            && self.devnet_longpoll_ms.is_none()
+            && self.longpoll_timeout_ms.is_none()
+            && self.poll_interval_ms.is_none()
+            && self.refresh_ms.is_none()
+    }
 }
 
 macro_rules! overrides {

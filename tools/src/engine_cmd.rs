@@ -57,6 +57,7 @@ pub fn engine(cfg: &Config) -> Result<i32> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
     }
+    let pool = crate::pool_side::start(cfg).context("starting the pool's chain side")?;
     let gw = Gateway::start(gw_cfg.clone(), exchange, journal).context("starting the gateway")?;
     let core = |c: Option<usize>| c.map_or("unpinned".to_string(), |c| format!("core {c}"));
     let layout = if gw_cfg.colocated() {
@@ -72,8 +73,14 @@ pub fn engine(cfg: &Config) -> Result<i32> {
         )
     };
     println!("otedama engine: order entry on {} ({layout}); {n_keys} key(s) in {}", gw.local_addr(), keys_path.display());
+    if let Some(p) = &pool {
+        println!("otedama engine: pool chain side: {}", p.summary);
+    }
     tracing::info!(addr = %gw.local_addr(), "engine serving");
     let (exchange, journal, stats) = gw.wait(&stop).map_err(anyhow::Error::msg)?;
+    if let Some(p) = pool {
+        p.stop()?;
+    }
     let published = journal.published_seq();
     let js = journal.stats();
     journal.close().context("closing the journal")?;

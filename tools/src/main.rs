@@ -4,6 +4,7 @@
 mod config;
 mod engine_cmd;
 mod journal_cmd;
+mod pool_side;
 mod supervisor;
 mod trade_cmd;
 
@@ -175,7 +176,33 @@ fn init_logging(cfg: &Config) {
 /// built. A role that is not built is reported, never faked.
 const ROLES: &[(&str, bool, &str)] = &[("engine", true, ""), ("api", false, "the cold path arrives with the cold-path issue")];
 
-fn standalone(cfg: &Config, cli_config: Option<&PathBuf>) -> Result<i32> {
+/// The command-line overrides as flags for a child role (`--data-dir`
+/// aside, which the supervisor passes itself): every configuration key's
+/// flag is its key path with `.` and `_` as `-`, arrays repeat the flag.
+fn override_flags(o: &Overrides) -> Vec<String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}-{k}") };
+                    walk(&p, v, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(prefix, v, out)),
+            serde_json::Value::String(s) => out.push(format!("--{}={s}", prefix.replace('_', "-"))),
+            other => out.push(format!("--{}={other}", prefix.replace('_', "-"))),
+        }
+    }
+    let mut v = serde_json::to_value(o).expect("overrides serialise");
+    if let Some(m) = v.as_object_mut() {
+        m.remove("data_dir");
+    }
+    let mut out = Vec::new();
+    walk("", &v, &mut out);
+    out
+}
+
+fn standalone(cfg: &Config, cli_config: Option<&PathBuf>, overrides: &Overrides) -> Result<i32> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let data_dir = cfg.data_dir.canonicalize()?;
     let exe = std::env::current_exe().context("locating the otedama binary")?;
@@ -188,6 +215,7 @@ fn standalone(cfg: &Config, cli_config: Option<&PathBuf>) -> Result<i32> {
                 args.push(format!("--config={}", c.display()));
             }
             args.push(format!("--data-dir={}", data_dir.display()));
+            args.extend(override_flags(overrides));
             args.push((*name).to_owned());
             specs.push(supervisor::RoleSpec { name: (*name).to_owned(), program: exe.clone(), args });
         } else {
@@ -228,7 +256,7 @@ fn main() {
     };
     init_logging(&cfg);
     let result = match cli.command {
-        Cmd::Standalone => standalone(&cfg, cli.config.as_ref()),
+        Cmd::Standalone => standalone(&cfg, cli.config.as_ref(), &cli.overrides),
         Cmd::Engine => engine_cmd::engine(&cfg),
         Cmd::Api => not_built("api", "the cold-path issue builds it"),
         Cmd::Config(ConfigCmd::Show { json }) => {

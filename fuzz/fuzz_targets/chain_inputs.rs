@@ -27,7 +27,26 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    if let Ok(t) = Template::from_json(text) {
+    // The fast template reader never disagrees with serde_json: same
+    // template, same job, or the same refusal.
+    let slow: Result<Template<'_>, _> = serde_json::from_str(text);
+    let fast = Template::from_json(text);
+    assert_eq!(fast.is_ok(), slow.is_ok());
+    if let (Ok(f), Ok(s)) = (&fast, &slow) {
+        assert_eq!(serde_json::to_value(f).unwrap(), serde_json::to_value(s).unwrap());
+        let cfg = CoinbaseConfig::new(Coin::Litecoin, Network::Regtest);
+        match (Job::new(1, f, &cfg, &[0x51]), Job::new(1, s, &cfg, &[0x51])) {
+            (Ok(a), Ok(b)) => {
+                let h = a.header(&[1; 4], &[2; 8], 0, 0, a.version);
+                assert_eq!(a.block(&h, &[1; 4], &[2; 8]), b.block(&h, &[1; 4], &[2; 8]));
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            (a, b) => panic!("fast reader: {:?}, serde_json: {:?}", a.map(|j| j.id), b.map(|j| j.id)),
+        }
+    }
+    let reply = format!(r#"{{"result":{text},"error":null,"id":1}}"#);
+    assert_eq!(Template::from_reply(&reply).is_ok(), slow.is_ok());
+    if let Ok(t) = fast {
         let cfg = CoinbaseConfig::new(Coin::Litecoin, Network::Regtest);
         if let Ok(job) = Job::new(1, &t, &cfg, &[0x51]) {
             let h = job.header(&[1; 4], &[2; 8], 0, 0, job.version);

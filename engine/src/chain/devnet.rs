@@ -160,6 +160,7 @@ impl Devnet {
             height: tip.height + 1,
             default_witness_commitment: None,
             mweb: None,
+            hex_checked: false,
         }
     }
 

@@ -103,9 +103,25 @@ impl Job {
         let mut txs = vec![0u8; total];
         let mut at = 0;
         for tx in &t.transactions {
-            ids.push(from_display_hex(&tx.txid).ok_or(JobError::Template("transactions[].txid"))?);
+            let id = if t.hex_checked && tx.txid.len() == 64 {
+                // Checked while parsing: decode only.
+                let mut id = [0u8; 32];
+                faster_hex::hex_decode_unchecked(tx.txid.as_bytes(), &mut id);
+                id.reverse();
+                Some(id)
+            } else {
+                from_display_hex(&tx.txid)
+            };
+            ids.push(id.ok_or(JobError::Template("transactions[].txid"))?);
             let n = tx.data.len() / 2;
-            faster_hex::hex_decode(tx.data.as_bytes(), &mut txs[at..at + n]).map_err(|_| JobError::Template("transactions[].data"))?;
+            if tx.data.len() % 2 != 0 {
+                return Err(JobError::Template("transactions[].data"));
+            }
+            if t.hex_checked {
+                faster_hex::hex_decode_unchecked(tx.data.as_bytes(), &mut txs[at..at + n]);
+            } else {
+                faster_hex::hex_decode(tx.data.as_bytes(), &mut txs[at..at + n]).map_err(|_| JobError::Template("transactions[].data"))?;
+            }
             at += n;
             fees += tx.fee.unwrap_or(0).max(0) as u64;
         }
@@ -286,11 +302,27 @@ mod tests {
             height: 500,
             default_witness_commitment: segwit.then(|| "6a24aa21a9ed".to_string() + &"11".repeat(32)),
             mweb: mweb.then(|| "abcdef".into()),
+            hex_checked: false,
         }
     }
 
     fn config() -> CoinbaseConfig {
         CoinbaseConfig::new(Coin::Litecoin, Network::Regtest)
+    }
+
+    #[test]
+    fn the_fast_template_reader_and_serde_json_build_the_same_job() {
+        for (txs, segwit, mweb) in [(0, false, false), (3, true, false), (40, true, true)] {
+            let text = serde_json::to_string(&template(txs, segwit, mweb)).unwrap();
+            let fast = Template::from_json(&text).unwrap();
+            assert!(fast.hex_checked, "the fast reader took it");
+            let slow: Template<'_> = serde_json::from_str(&text).unwrap();
+            assert!(!slow.hex_checked);
+            let (a, b) = (Job::new(1, &fast, &config(), &[0x51]).unwrap(), Job::new(1, &slow, &config(), &[0x51]).unwrap());
+            let h = a.header(&[1; 4], &[2; 8], 1_700_000_200, 7, 0x2000_0000);
+            assert_eq!((&a.coinb1, &a.coinb2, &a.branch), (&b.coinb1, &b.coinb2, &b.branch));
+            assert_eq!(a.block(&h, &[1; 4], &[2; 8]), b.block(&h, &[1; 4], &[2; 8]));
+        }
     }
 
     #[test]

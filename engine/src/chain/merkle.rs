@@ -2,6 +2,7 @@
 //! an odd level duplicates its last hash.
 
 use super::sha256d;
+use otedama_hashers::sha256d::sha256d_64;
 
 fn parent(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
     let mut buf = [0u8; 64];
@@ -16,11 +17,15 @@ pub fn root(ids: &[[u8; 32]]) -> [u8; 32] {
         return [0; 32];
     }
     let mut level = ids.to_vec();
+    let mut next = Vec::with_capacity(level.len() / 2 + 1);
     while level.len() > 1 {
         if level.len() % 2 == 1 {
             level.push(*level.last().unwrap());
         }
-        level = level.chunks(2).map(|p| parent(&p[0], &p[1])).collect();
+        next.resize(level.len() / 2, [0; 32]);
+        // A whole level at once: several pairs hashed side by side.
+        sha256d_64(level.as_flattened(), &mut next);
+        std::mem::swap(&mut level, &mut next);
     }
     level[0]
 }
@@ -30,18 +35,20 @@ pub fn root(ids: &[[u8; 32]]) -> [u8; 32] {
 /// any coinbase is [`root_from_branch`] (Stratum's `merkle_branch`).
 pub fn coinbase_branch(others: &[[u8; 32]]) -> Vec<[u8; 32]> {
     let mut branch = Vec::new();
-    // Index 0 stands for the coinbase, whose hash is not known yet.
-    let mut level: Vec<Option<[u8; 32]>> = std::iter::once(None).chain(others.iter().copied().map(Some)).collect();
-    while level.len() > 1 {
-        branch.push(level[1].expect("only index 0 is unknown"));
-        if level.len() % 2 == 1 {
-            level.push(*level.last().unwrap());
+    // `known`: the current level without its first hash (the coinbase's
+    // path, not known yet).
+    let mut known = others.to_vec();
+    let mut next = Vec::with_capacity(known.len() / 2 + 1);
+    while !known.is_empty() {
+        branch.push(known[0]);
+        // The level (1 + known.len() hashes) is odd: duplicate its last.
+        if known.len() % 2 == 0 {
+            known.push(*known.last().unwrap());
         }
-        let mut next = vec![None];
-        for p in level[2..].chunks(2) {
-            next.push(Some(parent(&p[0].unwrap(), &p[1].unwrap())));
-        }
-        level = next;
+        // The pairs after the coinbase's: positions 2, 3, …
+        next.resize((known.len() - 1) / 2, [0; 32]);
+        sha256d_64(known[1..].as_flattened(), &mut next);
+        std::mem::swap(&mut known, &mut next);
     }
     branch
 }

@@ -19,6 +19,7 @@ pub mod address;
 pub mod block;
 pub mod devnet;
 pub mod encode;
+mod gbt;
 pub mod job;
 pub mod merkle;
 pub mod record;

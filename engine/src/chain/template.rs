@@ -7,7 +7,7 @@ use std::borrow::Cow;
 /// A template transaction. The hex strings borrow from the JSON text when
 /// parsed with [`Template::from_json`] (no copy of the megabytes a full
 /// template carries) and are owned otherwise.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub struct TemplateTx<'a> {
     /// The transaction serialized with its witness, hex.
     #[serde(borrow)]
@@ -24,7 +24,7 @@ pub struct TemplateTx<'a> {
     pub weight: Option<u64>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Template<'a> {
     pub version: u32,
     #[serde(default)]
@@ -45,13 +45,21 @@ pub struct Template<'a> {
     /// Litecoin: the MWEB extension block, hex, once MWEB is active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mweb: Option<String>,
+    /// Every transaction's `data`, `txid` and `hash` was checked to be hex
+    /// while parsing (the fast reader does it in the pass that finds each
+    /// string's end), so the job builder decodes without checking again.
+    #[serde(skip)]
+    pub(crate) hex_checked: bool,
 }
 
 impl<'a> Template<'a> {
     /// Parses the `result` of a `getblocktemplate` call, borrowing the
     /// transactions' hex from `json`.
     pub fn from_json(json: &'a str) -> Result<Template<'a>, serde_json::Error> {
-        serde_json::from_str(json)
+        match super::gbt::parse_template(json) {
+            Ok(t) => Ok(t),
+            Err(_) => serde_json::from_str(json),
+        }
     }
 }
 
@@ -84,6 +92,9 @@ impl<'a> Template<'a> {
     /// Parses a whole JSON-RPC reply (`{"result": …, "error": …, "id": …}`)
     /// to `getblocktemplate`, borrowing the transactions' hex from `text`.
     pub fn from_reply(text: &'a str) -> Result<Template<'a>, ReplyError> {
+        if let Ok(t) = super::gbt::parse_reply(text) {
+            return Ok(t);
+        }
         let r: Reply<'a> = serde_json::from_str(text).map_err(|e| ReplyError::Json(e.to_string()))?;
         if let Some(e) = r.error {
             return Err(ReplyError::Rpc { code: e.code, message: e.message });

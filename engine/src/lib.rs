@@ -15,6 +15,7 @@ pub mod chain;
 pub mod codec;
 pub mod exchange;
 pub mod ledger;
+pub mod stratum;
 pub mod types;
 pub mod workload;
 

@@ -3,6 +3,7 @@
 //! table of live jobs (`jobs`). The I/O shards of `otedama engine` drive
 //! them; wire forms are in `net/STRATUM.md`.
 
+pub mod extranonce;
 pub mod jobs;
 pub mod request;
 pub mod session;

@@ -50,6 +50,9 @@ pub struct DevnetRpcConfig {
     /// A long poll whose tip does not change is answered after this long
     /// (with the same `longpollid`, so the client asks again).
     pub longpoll_max: Duration,
+    /// Offer long polling (`longpollid` in templates). Off, the devnet
+    /// behaves like a node without it: clients must poll.
+    pub longpoll: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,7 @@ struct State {
     journal: Journal,
     waiters: Vec<Waiter>,
     longpoll_max: Duration,
+    longpoll: bool,
     authorization: String,
 }
 
@@ -146,6 +150,7 @@ impl DevnetRpc {
             journal,
             waiters: Vec::new(),
             longpoll_max: cfg.longpoll_max,
+            longpoll: cfg.longpoll,
             authorization: format!("Basic {}", base64(credentials.as_bytes())),
         };
         let thread = {
@@ -276,6 +281,11 @@ impl State {
         v["mutable"] = json!(["time", "transactions", "prevblock"]);
         v["noncerange"] = json!("00000000ffffffff");
         v["capabilities"] = json!(["proposal"]);
+        if !self.longpoll {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("longpollid");
+            }
+        }
         v
     }
 
@@ -367,7 +377,7 @@ impl State {
         let r = match method {
             "getblocktemplate" => {
                 let current = d.template(0).longpollid.unwrap_or_default();
-                if p(0).get("longpollid").and_then(Value::as_str) == Some(current.as_str()) {
+                if self.longpoll && p(0).get("longpollid").and_then(Value::as_str) == Some(current.as_str()) {
                     return Ok(Answer::Wait);
                 }
                 Ok(self.template())

@@ -19,7 +19,12 @@ use otedama_net::template_task::{TemplateTask, TemplateTaskConfig, Work};
 use serde_json::{Value, json};
 
 fn start(dir: &std::path::Path, algorithm: Algorithm) -> DevnetRpc {
+    start_with(dir, algorithm, true)
+}
+
+fn start_with(dir: &std::path::Path, algorithm: Algorithm, longpoll: bool) -> DevnetRpc {
     DevnetRpc::start(DevnetRpcConfig {
+        longpoll,
         listen: "127.0.0.1:0".parse().unwrap(),
         algorithm,
         dir: dir.to_path_buf(),
@@ -219,4 +224,31 @@ fn a_long_poll_waits_for_the_tip_and_is_answered_when_it_moves() {
     let (height, waited) = waiter.join().unwrap();
     assert_eq!(height, 2, "the long poll answers with the next block's template");
     assert!(waited >= Duration::from_millis(500) && waited < Duration::from_secs(10), "{waited:?}");
+}
+
+#[test]
+fn a_node_without_long_polling_is_polled_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let rpc = start_with(dir.path(), Algorithm::Sha256d, false);
+    let node = Node::new(&rpc.url()).unwrap();
+    assert!(node.block_template(None, Duration::from_secs(5)).unwrap().longpollid.is_none());
+    let mut cfg = TemplateTaskConfig::new(CoinbaseConfig::new(Coin::Bitcoin, Network::Regtest), vec![0x51]);
+    cfg.poll_interval = Duration::from_millis(100);
+    let (tx, rx) = mpsc::channel();
+    let task = TemplateTask::start(vec![node.clone()], cfg, tx);
+    let first = next_work(&rx, Duration::from_secs(10));
+    for height in 1..=3u32 {
+        let job = if height == 1 { first.job.clone() } else { next_work(&rx, Duration::from_secs(10)).job };
+        assert_eq!(job.height, height);
+        let h = solve(&job, Algorithm::Sha256d, &[0; 4], &[height as u8; 8]);
+        let answer =
+            node.call("submitblock", json!([encode_hex(&job.block(&h, &[0; 4], &[height as u8; 8]))]), Duration::from_secs(5)).unwrap();
+        assert_eq!(answer, Value::Null);
+    }
+    // The tip polled every 100 ms: the last block's work arrives quickly.
+    let t = Instant::now();
+    let w = next_work(&rx, Duration::from_secs(5));
+    assert_eq!(w.job.height, 4);
+    assert!(w.clean && t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    task.stop();
 }

@@ -64,6 +64,7 @@ pub fn start(cfg: &Config) -> Result<Option<PoolSide>> {
             dir: cfg.data_dir.join("devnet").join(&coin_name),
             journal: otedama_journal::Options { segment_bytes: 1 << 20, ..cfg.journal.options() },
             longpoll_max: Duration::from_millis(p.devnet_longpoll_ms),
+            longpoll: true,
         })?;
         let node = Node::new(&server.url()).map_err(anyhow::Error::msg)?;
         rpc = Some(server);

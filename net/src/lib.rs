@@ -10,5 +10,6 @@ pub mod keys;
 pub mod node;
 pub mod regtest;
 pub mod sequencer;
+pub mod stratum_client;
 pub mod template_task;
 pub mod wire;

@@ -150,7 +150,7 @@ impl Client {
 
     /// The next message, waiting up to the read timeout. `Ok(None)`: the
     /// server closed the connection.
-    pub fn next(&mut self) -> std::io::Result<Option<Message>> {
+    pub fn read_message(&mut self) -> std::io::Result<Option<Message>> {
         self.line.clear();
         if self.reader.read_line(&mut self.line)? == 0 {
             return Ok(None);

@@ -11,19 +11,9 @@ use otedama_engine::chain::address::{Coin, Network};
 use otedama_engine::chain::devnet::Devnet;
 use otedama_engine::chain::job::{CoinbaseConfig, Job};
 use otedama_engine::stratum::jobs::JobBook;
-use otedama_engine::stratum::session::{Event, Extranonce1s, PortRules, Session};
+use otedama_engine::stratum::extranonce::ShardExtranonces;
+use otedama_engine::stratum::session::{Event, PortRules, Session};
 use otedama_hashers::{Algorithm, Family};
-
-struct Counter(u32);
-impl Extranonce1s for Counter {
-    fn claim(&mut self, wanted: Option<&[u8]>) -> Vec<u8> {
-        if let Some(w) = wanted.filter(|w| w.len() == 4) {
-            return w.to_vec();
-        }
-        self.0 += 1;
-        self.0.to_be_bytes().to_vec()
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let rules = Arc::new(PortRules {
@@ -42,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let mut jobs = JobBook::new(4, 1000);
     jobs.push(job, true);
     let mut s = Session::new(rules);
-    let mut en1s = Counter(0);
+    let mut en1s = ShardExtranonces::new(0, 4);
     let text = String::from_utf8_lossy(data);
     // A fixed prefix gets the session subscribed and authorized, so the
     // fuzzed lines reach share validation too.

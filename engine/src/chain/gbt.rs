@@ -190,44 +190,8 @@ impl<'a> P<'a> {
         }
         match self.peek()? {
             b'"' => self.string().map(drop),
-            b'{' => {
-                self.i += 1;
-                if self.peek()? == b'}' {
-                    self.i += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.string()?;
-                    self.eat(b':')?;
-                    self.skip(depth + 1)?;
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b'}' => {
-                            self.i += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(GiveUp),
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                if self.peek()? == b']' {
-                    self.i += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.skip(depth + 1)?;
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b']' => {
-                            self.i += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(GiveUp),
-                    }
-                }
-            }
+            b'{' => self.object(|p, _| p.skip(depth + 1)),
+            b'[' => self.array(|p| p.skip(depth + 1)),
             b't' | b'f' | b'n' => {
                 for lit in [&b"true"[..], b"false", b"null"] {
                     if self.b[self.i..].starts_with(lit) {

@@ -403,18 +403,8 @@ mod tests {
     use super::*;
     use crate::chain::devnet::Devnet;
     use crate::chain::job::CoinbaseConfig;
+    use crate::stratum::extranonce::ShardExtranonces;
     use otedama_hashers::Algorithm;
-
-    struct Counter(u32);
-    impl Extranonce1s for Counter {
-        fn claim(&mut self, wanted: Option<&[u8]>) -> Vec<u8> {
-            if let Some(w) = wanted.filter(|w| w.len() == 4) {
-                return w.to_vec();
-            }
-            self.0 += 1;
-            self.0.to_be_bytes().to_vec()
-        }
-    }
 
     fn address() -> String {
         bech32::segwit::encode(bech32::hrp::BCRT, bech32::segwit::VERSION_0, &[7u8; 20]).unwrap()
@@ -459,7 +449,7 @@ mod tests {
     struct Miner {
         s: Session,
         jobs: JobBook,
-        en1s: Counter,
+        en1s: ShardExtranonces,
         now: u32,
     }
 
@@ -492,7 +482,7 @@ mod tests {
     fn miner() -> Miner {
         let mut jobs = JobBook::new(4, 1000);
         jobs.push(job(1, true), true);
-        Miner { s: Session::new(rules()), jobs, en1s: Counter(0), now: 1_700_000_200 }
+        Miner { s: Session::new(rules()), jobs, en1s: ShardExtranonces::new(0, 4), now: 1_700_000_200 }
     }
 
     #[test]
@@ -508,7 +498,7 @@ mod tests {
         assert_eq!(l[1]["method"], "mining.set_version_mask");
         let out = m.send(r#"{"id":2,"method":"mining.subscribe","params":["bmminer/2.0.0"]}"#);
         let l = lines(&out);
-        assert_eq!(l[0]["result"][1], "00000001");
+        assert_eq!(l[0]["result"][1], "00000000");
         assert_eq!(l[0]["result"][2], 8);
         assert_eq!(l[1]["method"], "mining.set_difficulty");
         assert!(!m.s.is_mining());
@@ -522,7 +512,7 @@ mod tests {
         assert!(m.s.is_mining());
         // A second subscribe keeps the extranonce; resume asks for one.
         let out = m.send(r#"{"id":4,"method":"mining.subscribe","params":["x"]}"#);
-        assert_eq!(lines(&out)[0]["result"][1], "00000001");
+        assert_eq!(lines(&out)[0]["result"][1], "00000000");
         let mut r = miner();
         let out = r.send(r#"{"id":1,"method":"mining.subscribe","params":["x","0000abcd"]}"#);
         assert_eq!(lines(&out)[0]["result"][1], "0000abcd");

@@ -53,10 +53,10 @@ fn new_blocks_reach_the_template_task_by_long_poll_and_it_fails_over() {
 
     for h in 7..=9 {
         call(&na, "generatetoaddress", json!([1, addr]));
-        let (w, took) = work_at(&rx, h, Duration::from_secs(10));
+        let (w, took) = work_at(&rx, h, Duration::from_secs(15));
         assert!(w.clean, "a new block makes clean work");
         assert_eq!(w.job.height, h);
-        assert!(took < Duration::from_secs(5), "new work after {took:?}");
+        assert!(took < Duration::from_secs(10), "new work after {took:?}");
         let tip = otedama_engine::chain::from_display_hex(call(&na, "getbestblockhash", json!([])).as_str().unwrap()).unwrap();
         assert_eq!(w.job.prev, tip);
     }
@@ -65,8 +65,8 @@ fn new_blocks_reach_the_template_task_by_long_poll_and_it_fails_over() {
     let _c = Litecoind::start(Some(a.p2p)).unwrap(); // A keeps a peer (a node without peers gives no templates)
     b.kill();
     call(&na, "generatetoaddress", json!([1, addr]));
-    let (w, took) = work_at(&rx, 10, Duration::from_secs(10));
+    let (w, took) = work_at(&rx, 10, Duration::from_secs(15));
     assert_eq!(w.node, 1, "the work came from node A");
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
     task.stop();
 }

@@ -79,7 +79,10 @@ pub fn engine(cfg: &Config) -> Result<i32> {
     tracing::info!(addr = %gw.local_addr(), "engine serving");
     let (exchange, journal, stats) = gw.wait(&stop).map_err(anyhow::Error::msg)?;
     if let Some(p) = pool {
-        p.stop()?;
+        // The exchange journal is closed below whatever happens here.
+        if let Err(e) = p.stop() {
+            tracing::error!(error = %format!("{e:#}"), "stopping the pool's chain side");
+        }
     }
     let published = journal.published_seq();
     let js = journal.stats();

@@ -619,12 +619,7 @@ mod shani {
         let mut cdgh2 = [iv2[1]; L];
         let mut w2 = [[_mm_setzero_si128(); 16]; L];
         for l in 0..L {
-            let abef_f = _mm_add_epi32(abef[l], mid[0]);
-            let cdgh_f = _mm_add_epi32(cdgh[l], mid[1]);
-            let feba = _mm_shuffle_epi32::<0x1b>(abef_f);
-            let dchg = _mm_shuffle_epi32::<0xb1>(cdgh_f);
-            w2[l][0] = _mm_blend_epi16::<0xf0>(feba, dchg);
-            w2[l][1] = _mm_alignr_epi8::<8>(dchg, feba);
+            [w2[l][0], w2[l][1]] = unpack(_mm_add_epi32(abef[l], mid[0]), _mm_add_epi32(cdgh[l], mid[1]));
             w2[l][2] = _mm_set_epi32(0, 0, 0, 0x8000_0000u32 as i32);
             w2[l][3] = _mm_set_epi32(256, 0, 0, 0);
         }
@@ -735,9 +730,7 @@ mod shani {
             // Second hash: the 32-byte digest, padded.
             let mut w2 = [[_mm_setzero_si128(); 16]; L];
             for l in 0..L {
-                let [lo, hi] = unpack(_mm_add_epi32(abef[l], s_abef[l]), _mm_add_epi32(cdgh[l], s_cdgh[l]));
-                w2[l][0] = lo;
-                w2[l][1] = hi;
+                [w2[l][0], w2[l][1]] = unpack(_mm_add_epi32(abef[l], s_abef[l]), _mm_add_epi32(cdgh[l], s_cdgh[l]));
                 w2[l][2] = _mm_set_epi32(0, 0, 0, 0x8000_0000u32 as i32);
                 w2[l][3] = _mm_set_epi32(256, 0, 0, 0);
             }

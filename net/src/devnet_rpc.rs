@@ -32,6 +32,8 @@ use otedama_engine::chain::{decode_hex, encode_hex, from_display_hex, to_display
 use otedama_hashers::{Algorithm, Target};
 use otedama_journal::{Journal, JournalError, Reader, ReaderOptions, kinds};
 
+use crate::node::base64;
+
 /// Largest request body accepted (a devnet block is a few hundred bytes;
 /// anything near this is hostile).
 pub const MAX_BODY: usize = 1 << 20;
@@ -490,9 +492,4 @@ impl State {
         }
         v
     }
-}
-
-fn base64(input: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(input)
 }

@@ -326,7 +326,7 @@ pub fn template_from_any(nodes: &[Node], timeout: Duration) -> Result<(usize, Te
     Err(errors)
 }
 
-fn base64(input: &[u8]) -> String {
+pub(crate) fn base64(input: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(input)
 }

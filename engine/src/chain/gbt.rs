@@ -226,13 +226,8 @@ impl<'a> P<'a> {
             let key = self.string()?;
             self.eat(b':')?;
             field(self, key)?;
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(GiveUp),
+            if self.closed(b'}')? {
+                return Ok(());
             }
         }
     }
@@ -245,15 +240,20 @@ impl<'a> P<'a> {
         }
         loop {
             item(self)?;
-            match self.peek()? {
-                b',' => self.i += 1,
-                b']' => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(GiveUp),
+            if self.closed(b']')? {
+                return Ok(());
             }
         }
+    }
+
+    /// After a member: `,` (more follow) or `close` (the end).
+    fn closed(&mut self, close: u8) -> R<bool> {
+        let c = self.peek()?;
+        if c != b',' && c != close {
+            return Err(GiveUp);
+        }
+        self.i += 1;
+        Ok(c == close)
     }
 }
 

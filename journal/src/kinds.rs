@@ -14,6 +14,7 @@ pub const REGISTRY: &[(u16, &str, &str, &str)] = &[
     (0x0200, "exchange_events", "engine", "the events of the command before it (engine/FORMAT.md)"),
     (0x0300, "block_found", "net", "a solved block and what the nodes made of it (engine/CHAIN.md)"),
     (0x0310, "devnet_block", "net", "a block the embedded devnet accepted, as submitted (engine/CHAIN.md)"),
+    (0x0320, "share", "net", "an accepted Stratum share, written by the I/O shard that judged it (net/STRATUM.md)"),
     (0xF000, "test", "tests", "opaque test payload"),
     (0xF001, "bench", "benches", "opaque benchmark payload"),
 ];
@@ -23,6 +24,7 @@ pub const EXCHANGE_COMMAND: u16 = 0x0100;
 pub const EXCHANGE_EVENTS: u16 = 0x0200;
 pub const BLOCK_FOUND: u16 = 0x0300;
 pub const DEVNET_BLOCK: u16 = 0x0310;
+pub const SHARE: u16 = 0x0320;
 pub const TEST: u16 = 0xF000;
 pub const BENCH: u16 = 0xF001;
 

@@ -11,5 +11,6 @@ pub mod node;
 pub mod regtest;
 pub mod sequencer;
 pub mod stratum_client;
+pub mod stratum_server;
 pub mod template_task;
 pub mod wire;

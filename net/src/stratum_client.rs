@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use otedama_engine::chain::{decode_hex, sha256d};
+use otedama_engine::chain::{decode_hex, encode_hex, sha256d};
 use otedama_hashers::{Family, Target};
 
 /// A job as a miner holds it, from `mining.notify`.
@@ -178,6 +178,219 @@ impl Client {
             }
         }))
     }
+}
+
+/// A miner's session: the handshake real ASICs make (`mining.configure`
+/// with version rolling, `mining.subscribe`, `mining.authorize`), then the
+/// server's messages read by a thread of their own so the caller can grind
+/// between them. Keeps what the server said: extranonce1, extranonce2
+/// size, difficulty, version mask and the newest job.
+pub struct MinerSession {
+    writer: TcpStream,
+    rx: std::sync::mpsc::Receiver<std::io::Result<Message>>,
+    next_id: u64,
+    pub extranonce1: Vec<u8>,
+    pub extranonce2_size: usize,
+    pub difficulty: f64,
+    pub version_mask: u32,
+    pub job: Option<MinerJob>,
+    /// Set by `client.reconnect` or when the server closed the connection.
+    pub ended: bool,
+}
+
+impl MinerSession {
+    /// Connects and makes the handshake; `version_rolling` asks for BIP 310
+    /// version rolling. Returns once authorized (a job may follow).
+    pub fn connect(addr: std::net::SocketAddr, user: &str, password: &str, version_rolling: bool, timeout: Duration) -> std::io::Result<MinerSession> {
+        let s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_nodelay(true)?;
+        let (rs, ws) = (s.try_clone()?, s.try_clone()?);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("stratum-reader".into()).spawn(move || {
+            let mut c = Client { reader: BufReader::new(rs), writer: ws, next_id: 0, line: String::new() };
+            loop {
+                match c.read_message() {
+                    Ok(Some(m)) => {
+                        if tx.send(Ok(m)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = tx.send(Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the pool closed the connection")));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        })?;
+        let mut m = MinerSession {
+            writer: s,
+            rx,
+            next_id: 1,
+            extranonce1: Vec::new(),
+            extranonce2_size: 0,
+            difficulty: 1.0,
+            version_mask: 0,
+            job: None,
+            ended: false,
+        };
+        if version_rolling {
+            let id = m.request("mining.configure", json!([["version-rolling"], {"version-rolling.mask": "ffffffff", "version-rolling.min-bit-count": 2}]))?;
+            let r = m.answer(id, timeout)?;
+            if let Ok(v) = r {
+                if let Some(mask) = v.get("version-rolling.mask").and_then(Value::as_str).and_then(|h| u32::from_str_radix(h, 16).ok()) {
+                    m.version_mask = mask;
+                }
+            }
+        }
+        let id = m.request("mining.subscribe", json!(["otedama-mine/1"]))?;
+        let sub = m.answer(id, timeout)?.map_err(|(c, e)| std::io::Error::other(format!("subscribe refused: {c} {e}")))?;
+        m.extranonce1 = hex(&sub[1], "extranonce1").map_err(std::io::Error::other)?;
+        m.extranonce2_size = sub[2].as_u64().unwrap_or(0) as usize;
+        let id = m.request("mining.authorize", json!([user, password]))?;
+        match m.answer(id, timeout)? {
+            Ok(Value::Bool(true)) => Ok(m),
+            Ok(v) => Err(std::io::Error::other(format!("authorize refused: {v}"))),
+            Err((c, e)) => Err(std::io::Error::other(format!("authorize refused: {c} {e}"))),
+        }
+    }
+
+    /// Sends a request; returns its id.
+    pub fn request(&mut self, method: &str, params: Value) -> std::io::Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut line = json!({"id": id, "method": method, "params": params}).to_string();
+        line.push('\n');
+        self.writer.write_all(line.as_bytes())?;
+        Ok(id)
+    }
+
+    /// Applies what a server message says to the session's state.
+    fn absorb(&mut self, m: &Message) {
+        match m {
+            Message::Notify(j) => self.job = Some(j.clone()),
+            Message::SetDifficulty(d) => self.difficulty = *d,
+            Message::SetVersionMask(v) => self.version_mask = *v,
+            Message::SetExtranonce { extranonce1, extranonce2_size } => {
+                self.extranonce1 = extranonce1.clone();
+                self.extranonce2_size = *extranonce2_size;
+                // Work built on the old extranonce is void.
+                self.job = None;
+            }
+            Message::Reconnect(_) => self.ended = true,
+            _ => {}
+        }
+    }
+
+    /// The next server message within `timeout` (`Ok(None)`: none came).
+    pub fn next_message(&mut self, timeout: Duration) -> std::io::Result<Option<Message>> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(Ok(m)) => {
+                self.absorb(&m);
+                Ok(Some(m))
+            }
+            Ok(Err(e)) => {
+                self.ended = true;
+                Err(e)
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.ended = true;
+                Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the pool closed the connection"))
+            }
+        }
+    }
+
+    /// Reads messages (keeping their effects) until the answer to `id`.
+    pub fn answer(&mut self, id: u64, timeout: Duration) -> std::io::Result<Result<Value, (i64, String)>> {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.next_message(left)? {
+                Some(Message::Answer { id: got, result }) if got == id => return Ok(result),
+                Some(_) => {}
+                None => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer to request {id}"))),
+            }
+        }
+    }
+
+    /// Submits a share of the current job; returns the request id.
+    pub fn submit(&mut self, worker: &str, share: &Share) -> std::io::Result<u64> {
+        let mut params = vec![
+            json!(worker),
+            json!(share.job_id),
+            json!(encode_hex(&share.extranonce2)),
+            json!(format!("{:08x}", share.ntime)),
+            json!(format!("{:08x}", share.nonce)),
+        ];
+        if let Some(bits) = share.version_bits {
+            params.push(json!(format!("{bits:08x}")));
+        }
+        self.request("mining.submit", Value::Array(params))
+    }
+}
+
+/// A share a miner found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share {
+    pub job_id: String,
+    pub extranonce2: Vec<u8>,
+    pub ntime: u32,
+    pub nonce: u32,
+    /// Rolled version bits (`None`: the job's version).
+    pub version_bits: Option<u32>,
+    /// The share's proof-of-work hash.
+    pub hash: [u8; 32],
+}
+
+/// Hashes nonces `start .. start + count` of `job` with `extranonce2`
+/// (and `version_bits` rolled in, if any) and returns the shares meeting
+/// `target`, with the fastest kernel this CPU has.
+pub fn grind(
+    job: &MinerJob,
+    family: Family,
+    en1: &[u8],
+    en2: &[u8],
+    version_bits: Option<u32>,
+    (start, count): (u32, u32),
+    target: Target,
+    scrypt: Option<&mut otedama_hashers::scrypt::Scrypt>,
+) -> Vec<Share> {
+    let version = version_bits.map_or(job.version, |b| job.version | b);
+    let header = job.header(en1, en2, job.ntime, 0, version);
+    let mut found = Vec::new();
+    match family {
+        Family::Scrypt => {
+            let mut own;
+            let s = match scrypt {
+                Some(s) => s,
+                None => {
+                    own = otedama_hashers::scrypt::Scrypt::new(otedama_hashers::scrypt::Kernel::best());
+                    &mut own
+                }
+            };
+            s.scan(&header, start, count, target, &mut found);
+        }
+        _ => {
+            let hj = otedama_hashers::sha256d::HeaderJob::new(&header);
+            otedama_hashers::sha256d::scan(&hj, start, count, target, otedama_hashers::sha256d::Kernel::best(), &mut found);
+        }
+    }
+    found
+        .into_iter()
+        .map(|nonce| {
+            let mut h = header;
+            h[76..80].copy_from_slice(&nonce.to_le_bytes());
+            let hash = match family {
+                Family::Scrypt => otedama_hashers::scrypt::scrypt_1024_1_1(&h),
+                _ => sha256d(&h),
+            };
+            Share { job_id: job.job_id.clone(), extranonce2: en2.to_vec(), ntime: job.ntime, nonce, version_bits, hash }
+        })
+        .collect()
 }
 
 /// The share target of difficulty `d` for `family` (what a miner hashes

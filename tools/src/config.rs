@@ -29,6 +29,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub gateway: GatewayConfig,
     pub pool: PoolConfig,
+    pub stratum: StratumConfig,
     pub supervisor: SupervisorConfig,
 }
 
@@ -324,6 +325,154 @@ impl Default for PoolConfig {
     }
 }
 
+/// The pool's Stratum V1 server in `otedama engine` (`net/STRATUM.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StratumConfig {
+    /// Address miners connect to.
+    pub host: String,
+    pub port: u16,
+    /// Stratum shards when `cores` is empty (unpinned).
+    pub shards: usize,
+    /// Cores to pin Stratum shards to, comma-separated, one shard each.
+    pub cores: String,
+    pub poll: PollMode,
+    /// The port's share difficulty; 0: by chain (devnet 0.01, regtest
+    /// 0.001, scrypt mainnet/testnet 512, sha256d mainnet/testnet 16,384).
+    pub difficulty: f64,
+    /// Bounds for `d=` in the password and `mining.suggest_difficulty`.
+    pub min_difficulty: f64,
+    pub max_difficulty: f64,
+    /// Version bits miners may roll (BIP 320: 1fffe000).
+    pub version_mask: String,
+    /// Seconds a share's ntime may run ahead of the later of the job's time and now.
+    pub ntime_future_s: u32,
+    /// Longest request line (bytes).
+    pub max_line: usize,
+    /// Connections per shard, and from one IP address across shards.
+    pub max_connections: usize,
+    pub per_ip_limit: u32,
+    /// Time to subscribe and authorize, idle time, and time to finish a begun line (ms).
+    pub handshake_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub line_timeout_ms: u64,
+    /// Bytes queued for a miner before it is cut off as a slow reader.
+    pub outbound_queue_bytes: usize,
+    /// Threads checking scrypt shares.
+    pub verify_workers: usize,
+    /// Receive buffers per shard (a power of two) and their size (bytes).
+    pub recv_buffers: u16,
+    pub recv_buffer_size: usize,
+    /// How long block submission waits for the nodes' tips to show a block (ms).
+    pub confirm_wait_ms: u64,
+}
+
+impl Default for StratumConfig {
+    fn default() -> Self {
+        StratumConfig {
+            host: "0.0.0.0".into(),
+            port: 3333,
+            shards: 1,
+            cores: String::new(),
+            poll: PollMode::Park,
+            difficulty: 0.0,
+            min_difficulty: 1e-6,
+            max_difficulty: 1e15,
+            version_mask: "1fffe000".into(),
+            ntime_future_s: 7200,
+            max_line: 8 << 10,
+            max_connections: 65_536,
+            per_ip_limit: 4096,
+            handshake_timeout_ms: 60_000,
+            idle_timeout_ms: 900_000,
+            line_timeout_ms: 15_000,
+            outbound_queue_bytes: 256 << 10,
+            verify_workers: 1,
+            recv_buffers: 4096,
+            recv_buffer_size: 2048,
+            confirm_wait_ms: 2000,
+        }
+    }
+}
+
+impl StratumConfig {
+    /// The server's settings for the pool's chain, its journals under
+    /// `journal_dir`.
+    pub fn to_net(
+        &self,
+        pool: &PoolConfig,
+        journal: otedama_journal::Options,
+        journal_dir: PathBuf,
+    ) -> Result<otedama_net::stratum_server::StratumConfig> {
+        use otedama_engine::chain::address::Network;
+        use otedama_hashers::{Algorithm, Family};
+        let (coin, network, algorithm, devnet) = pool.coin.chain();
+        let family = match algorithm {
+            Algorithm::Sha256d => Family::Sha256d,
+            Algorithm::Scrypt => Family::Scrypt,
+            other => anyhow::bail!("Stratum V1 serves sha256d and scrypt chains, not {other:?}"),
+        };
+        let host: std::net::IpAddr = self.host.parse().with_context(|| format!("stratum.host {:?} is not an IP address", self.host))?;
+        let difficulty = if self.difficulty > 0.0 {
+            self.difficulty
+        } else if devnet {
+            0.01
+        } else if network == Network::Regtest {
+            0.001
+        } else if family == Family::Scrypt {
+            512.0
+        } else {
+            16_384.0
+        };
+        anyhow::ensure!(
+            self.min_difficulty > 0.0 && self.min_difficulty <= difficulty && difficulty <= self.max_difficulty,
+            "stratum: need 0 < min_difficulty <= difficulty ({difficulty}) <= max_difficulty"
+        );
+        let version_mask = u32::from_str_radix(self.version_mask.trim_start_matches("0x"), 16)
+            .with_context(|| format!("stratum.version_mask {:?} is not hex", self.version_mask))?;
+        anyhow::ensure!(self.recv_buffers.is_power_of_two() && self.recv_buffers <= 1 << 15, "stratum.recv_buffers: a power of two up to 32768");
+        anyhow::ensure!(self.recv_buffer_size >= 256, "stratum.recv_buffer_size: at least 256 bytes");
+        anyhow::ensure!(self.max_line >= 512, "stratum.max_line: at least 512 bytes");
+        let cores: Vec<usize> = self
+            .cores
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().with_context(|| format!("stratum.cores: {p:?} is not a core number")))
+            .collect::<Result<_>>()?;
+        let cores = if cores.is_empty() { vec![None; self.shards.max(1)] } else { cores.into_iter().map(Some).collect() };
+        let rules = otedama_engine::stratum::session::PortRules {
+            family,
+            coin,
+            network,
+            extranonce2_size: pool.extranonce2_size,
+            version_mask,
+            difficulty,
+            min_difficulty: self.min_difficulty,
+            max_difficulty: self.max_difficulty,
+            ntime_future: self.ntime_future_s,
+        };
+        let ms = std::time::Duration::from_millis;
+        let mut c = otedama_net::stratum_server::StratumConfig::parking(std::net::SocketAddr::new(host, self.port), rules, journal_dir);
+        c.cores = cores;
+        c.poll = self.poll.poll();
+        c.extranonce1_size = pool.extranonce1_size;
+        c.max_line = self.max_line;
+        c.max_connections = self.max_connections;
+        c.per_ip_limit = self.per_ip_limit;
+        c.handshake_timeout = ms(self.handshake_timeout_ms);
+        c.idle_timeout = ms(self.idle_timeout_ms);
+        c.line_timeout = ms(self.line_timeout_ms);
+        c.outbound_queue_bytes = self.outbound_queue_bytes;
+        c.verify_workers = self.verify_workers;
+        c.recv_buffers = self.recv_buffers;
+        c.recv_buffer_size = self.recv_buffer_size;
+        c.journal = journal;
+        c.confirm_wait = ms(self.confirm_wait_ms);
+        Ok(c)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SupervisorConfig {
@@ -346,6 +495,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             gateway: GatewayConfig::default(),
             pool: PoolConfig::default(),
+            stratum: StratumConfig::default(),
             supervisor: SupervisorConfig::default(),
         }
     }
@@ -419,6 +569,9 @@ pub struct Overrides {
     #[command(flatten)]
     #[serde(skip_serializing_if = "PoolOverrides::is_empty")]
     pub pool: PoolOverrides,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "StratumOverrides::is_empty")]
+    pub stratum: StratumOverrides,
     #[command(flatten)]
     #[serde(skip_serializing_if = "SupervisorOverrides::is_empty")]
     pub supervisor: SupervisorOverrides,
@@ -562,6 +715,30 @@ overrides!(GatewayOverrides {
     outbound_queue_bytes: usize = "gateway-outbound-queue-bytes", "per-session outbound bound [env: OTEDAMA_GATEWAY__OUTBOUND_QUEUE_BYTES]";
     ring_slots: usize = "gateway-ring-slots", "slots per ring [env: OTEDAMA_GATEWAY__RING_SLOTS]";
     max_connections: usize = "gateway-max-connections", "connections per I/O shard [env: OTEDAMA_GATEWAY__MAX_CONNECTIONS]";
+});
+
+overrides!(StratumOverrides {
+    host: String = "stratum-host", "address miners connect to [env: OTEDAMA_STRATUM__HOST]";
+    port: u16 = "stratum-port", "Stratum port [env: OTEDAMA_STRATUM__PORT]";
+    shards: usize = "stratum-shards", "unpinned Stratum shards [env: OTEDAMA_STRATUM__SHARDS]";
+    cores: String = "stratum-cores", "cores for Stratum shards, e.g. 1 or 1,3 [env: OTEDAMA_STRATUM__CORES]";
+    poll: PollMode = "stratum-poll", "park or spin [env: OTEDAMA_STRATUM__POLL]";
+    difficulty: f64 = "stratum-difficulty", "share difficulty, 0: by chain [env: OTEDAMA_STRATUM__DIFFICULTY]";
+    min_difficulty: f64 = "stratum-min-difficulty", "lowest d= / suggested difficulty [env: OTEDAMA_STRATUM__MIN_DIFFICULTY]";
+    max_difficulty: f64 = "stratum-max-difficulty", "highest d= / suggested difficulty [env: OTEDAMA_STRATUM__MAX_DIFFICULTY]";
+    version_mask: String = "stratum-version-mask", "version bits miners may roll, hex [env: OTEDAMA_STRATUM__VERSION_MASK]";
+    ntime_future_s: u32 = "stratum-ntime-future-s", "ntime allowed ahead, s [env: OTEDAMA_STRATUM__NTIME_FUTURE_S]";
+    max_line: usize = "stratum-max-line", "longest request line, bytes [env: OTEDAMA_STRATUM__MAX_LINE]";
+    max_connections: usize = "stratum-max-connections", "connections per shard [env: OTEDAMA_STRATUM__MAX_CONNECTIONS]";
+    per_ip_limit: u32 = "stratum-per-ip-limit", "connections per IP address [env: OTEDAMA_STRATUM__PER_IP_LIMIT]";
+    handshake_timeout_ms: u64 = "stratum-handshake-timeout-ms", "time to subscribe and authorize, ms [env: OTEDAMA_STRATUM__HANDSHAKE_TIMEOUT_MS]";
+    idle_timeout_ms: u64 = "stratum-idle-timeout-ms", "idle time before a disconnect, ms [env: OTEDAMA_STRATUM__IDLE_TIMEOUT_MS]";
+    line_timeout_ms: u64 = "stratum-line-timeout-ms", "time to finish a begun line, ms [env: OTEDAMA_STRATUM__LINE_TIMEOUT_MS]";
+    outbound_queue_bytes: usize = "stratum-outbound-queue-bytes", "per-miner outbound bound [env: OTEDAMA_STRATUM__OUTBOUND_QUEUE_BYTES]";
+    verify_workers: usize = "stratum-verify-workers", "scrypt share checkers [env: OTEDAMA_STRATUM__VERIFY_WORKERS]";
+    recv_buffers: u16 = "stratum-recv-buffers", "receive buffers per shard [env: OTEDAMA_STRATUM__RECV_BUFFERS]";
+    recv_buffer_size: usize = "stratum-recv-buffer-size", "receive buffer size, bytes [env: OTEDAMA_STRATUM__RECV_BUFFER_SIZE]";
+    confirm_wait_ms: u64 = "stratum-confirm-wait-ms", "wait for a block on the nodes' tips, ms [env: OTEDAMA_STRATUM__CONFIRM_WAIT_MS]";
 });
 
 overrides!(SupervisorOverrides {

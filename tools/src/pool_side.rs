@@ -1,9 +1,7 @@
-//! The pool's chain side inside `otedama engine`: the embedded devnet
-//! (when the coin is a devnet and no node is configured), served over
-//! JSON-RPC on loopback, and the template task following the nodes.
-//!
-//! The Stratum server that hands these jobs to miners is not built yet;
-//! until then each new job is logged (height, transactions, build time).
+//! The pool inside `otedama engine`: the embedded devnet (when the coin is
+//! a devnet and no node is configured), served over JSON-RPC on loopback;
+//! the template task following the nodes; and the Stratum server handing
+//! its jobs to miners, journaling their shares and submitting blocks.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -14,6 +12,7 @@ use otedama_engine::chain::address;
 use otedama_engine::chain::job::CoinbaseConfig;
 use otedama_net::devnet_rpc::{DevnetRpc, DevnetRpcConfig};
 use otedama_net::node::Node;
+use otedama_net::stratum_server::StratumServer;
 use otedama_net::template_task::{TemplateTask, TemplateTaskConfig};
 
 use crate::config::Config;
@@ -21,7 +20,7 @@ use crate::config::Config;
 pub struct PoolSide {
     devnet: Option<DevnetRpc>,
     task: Option<TemplateTask>,
-    logger: Option<std::thread::JoinHandle<()>>,
+    stratum: Option<StratumServer>,
     /// What to print at start.
     pub summary: String,
 }
@@ -49,9 +48,10 @@ pub fn start(cfg: &Config) -> Result<Option<PoolSide>> {
     coinbase.tag = p.coinbase_tag.as_bytes().to_vec();
     coinbase.extranonce1_size = p.extranonce1_size;
     coinbase.extranonce2_size = p.extranonce2_size;
-    if p.extranonce1_size < 2 || p.extranonce2_size < 2 || coinbase.extranonce_size() > 32 {
-        bail!("pool.extranonce1_size and extranonce2_size: at least 2 bytes each, at most 32 together");
+    if !(2..=8).contains(&p.extranonce1_size) || p.extranonce2_size < 2 || coinbase.extranonce_size() > 32 {
+        bail!("pool.extranonce1_size: 2 to 8 bytes; extranonce2_size: at least 2; at most 32 together");
     }
+    let scfg = cfg.stratum.to_net(p, cfg.journal.options(), cfg.data_dir.join("pool"))?;
     let mut rpc = None;
     let nodes: Vec<Node> = if p.nodes.is_empty() {
         if !devnet {
@@ -86,34 +86,26 @@ pub fn start(cfg: &Config) -> Result<Option<PoolSide>> {
     tcfg.poll_interval = Duration::from_millis(p.poll_interval_ms.max(10));
     tcfg.refresh = Duration::from_millis(p.refresh_ms.max(100));
     let (tx, rx) = mpsc::channel();
+    let difficulty = scfg.rules.difficulty;
+    let stratum = StratumServer::start(scfg, nodes.clone(), rx).context("starting the Stratum server")?;
+    let summary = format!("{summary}; Stratum V1 on {} (difficulty {difficulty})", stratum.local_addr());
     let task = TemplateTask::start(nodes, tcfg, tx);
-    let logger = std::thread::Builder::new().name("pool-jobs".into()).spawn(move || {
-        for w in rx {
-            tracing::info!(
-                job = w.job.id,
-                height = w.job.height,
-                clean = w.clean,
-                node = w.node,
-                fees = w.job.fees,
-                coinbase_value = w.job.coinbase_value,
-                build_us = w.build.as_micros() as u64,
-                "new mining job (no Stratum server yet: the job is not served)"
-            );
-        }
-    })?;
-    Ok(Some(PoolSide { devnet: rpc, task: Some(task), logger: Some(logger), summary }))
+    Ok(Some(PoolSide { devnet: rpc, task: Some(task), stratum: Some(stratum), summary }))
 }
 
 impl PoolSide {
     pub fn stop(mut self) -> Result<()> {
+        // Miners first (asked to reconnect, their shares journaled and
+        // synced, a block being submitted finished), then the templates.
+        let stratum = self.stratum.take().map(StratumServer::shutdown);
         if let Some(t) = self.task.take() {
             t.stop();
         }
-        if let Some(l) = self.logger.take() {
-            let _ = l.join();
-        }
         if let Some(d) = self.devnet.take() {
             d.stop().context("closing the devnet journal")?;
+        }
+        if let Some(Err(e)) = stratum {
+            bail!("stopping the Stratum server: {e}");
         }
         Ok(())
     }

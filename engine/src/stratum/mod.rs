@@ -5,5 +5,6 @@
 
 pub mod extranonce;
 pub mod jobs;
+pub mod record;
 pub mod request;
 pub mod session;

@@ -24,7 +24,7 @@
 mod auth;
 mod engine_shard;
 mod io_shard;
-mod listener;
+pub(crate) mod listener;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

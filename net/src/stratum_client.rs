@@ -333,6 +333,13 @@ impl MinerSession {
     }
 }
 
+impl Drop for MinerSession {
+    fn drop(&mut self) {
+        // The reader thread holds a clone of the socket: end it for both.
+        let _ = self.writer.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// A share a miner found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Share {

@@ -201,7 +201,13 @@ pub struct MinerSession {
 impl MinerSession {
     /// Connects and makes the handshake; `version_rolling` asks for BIP 310
     /// version rolling. Returns once authorized (a job may follow).
-    pub fn connect(addr: std::net::SocketAddr, user: &str, password: &str, version_rolling: bool, timeout: Duration) -> std::io::Result<MinerSession> {
+    pub fn connect(
+        addr: std::net::SocketAddr,
+        user: &str,
+        password: &str,
+        version_rolling: bool,
+        timeout: Duration,
+    ) -> std::io::Result<MinerSession> {
         let s = TcpStream::connect_timeout(&addr, timeout)?;
         s.set_nodelay(true)?;
         let (rs, ws) = (s.try_clone()?, s.try_clone()?);
@@ -238,7 +244,10 @@ impl MinerSession {
             ended: false,
         };
         if version_rolling {
-            let id = m.request("mining.configure", json!([["version-rolling"], {"version-rolling.mask": "ffffffff", "version-rolling.min-bit-count": 2}]))?;
+            let id = m.request(
+                "mining.configure",
+                json!([["version-rolling"], {"version-rolling.mask": "ffffffff", "version-rolling.min-bit-count": 2}]),
+            )?;
             let r = m.answer(id, timeout)?;
             if let Ok(v) = r {
                 if let Some(mask) = v.get("version-rolling.mask").and_then(Value::as_str).and_then(|h| u32::from_str_radix(h, 16).ok()) {
@@ -349,7 +358,8 @@ pub struct Share {
     pub nonce: u32,
     /// Rolled version bits (`None`: the job's version).
     pub version_bits: Option<u32>,
-    /// The share's proof-of-work hash.
+    /// The header as hashed, and its proof-of-work hash.
+    pub header: [u8; 80],
     pub hash: [u8; 32],
 }
 
@@ -359,8 +369,7 @@ pub struct Share {
 pub fn grind(
     job: &MinerJob,
     family: Family,
-    en1: &[u8],
-    en2: &[u8],
+    (en1, en2): (&[u8], &[u8]),
     version_bits: Option<u32>,
     (start, count): (u32, u32),
     target: Target,
@@ -395,7 +404,7 @@ pub fn grind(
                 Family::Scrypt => otedama_hashers::scrypt::scrypt_1024_1_1(&h),
                 _ => sha256d(&h),
             };
-            Share { job_id: job.job_id.clone(), extranonce2: en2.to_vec(), ntime: job.ntime, nonce, version_bits, hash }
+            Share { job_id: job.job_id.clone(), extranonce2: en2.to_vec(), ntime: job.ntime, nonce, version_bits, header: h, hash }
         })
         .collect()
 }

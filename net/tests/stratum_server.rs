@@ -116,7 +116,7 @@ fn find(m: &MinerSession, en2: u64, bits: Option<u32>, meets: bool) -> otedama_n
     if meets {
         let mut start = 0u32;
         loop {
-            if let Some(s) = grind(job, Family::Sha256d, &m.extranonce1, &en2, bits, (start, 1 << 20), target, None).into_iter().next() {
+            if let Some(s) = grind(job, Family::Sha256d, (&m.extranonce1, &en2), bits, (start, 1 << 20), target, None).into_iter().next() {
                 return s;
             }
             start += 1 << 20;
@@ -126,7 +126,15 @@ fn find(m: &MinerSession, en2: u64, bits: Option<u32>, meets: bool) -> otedama_n
     let nonce = (0u32..)
         .find(|&n| !target.is_met_by(&otedama_engine::chain::sha256d(&job.header(&m.extranonce1, &en2, job.ntime, n, version))))
         .unwrap();
-    otedama_net::stratum_client::Share { job_id: job.job_id.clone(), extranonce2: en2.to_vec(), ntime: job.ntime, nonce, version_bits: bits, hash: [0; 32] }
+    otedama_net::stratum_client::Share {
+        job_id: job.job_id.clone(),
+        extranonce2: en2.to_vec(),
+        ntime: job.ntime,
+        nonce,
+        version_bits: bits,
+        header: [0; 80],
+        hash: [0; 32],
+    }
 }
 
 fn submit(m: &mut MinerSession, s: &otedama_net::stratum_client::Share) -> Result<serde_json::Value, (i64, String)> {
@@ -162,7 +170,9 @@ fn a_miner_goes_through_every_method_and_every_share_error_code() {
     let mut stale = find(&m, 5, None, true);
     stale.job_id = "ffff".into();
     assert_eq!(code(submit(&mut m, &stale)), 21, "unknown job");
-    let other = m.request("mining.submit", json!([format!("{}.other", address()), good.job_id, "0000000000000009", "00000000", "00000000"])).unwrap();
+    let other = m
+        .request("mining.submit", json!([format!("{}.other", address()), good.job_id, "0000000000000009", "00000000", "00000000"]))
+        .unwrap();
     assert_eq!(code(m.answer(other, T).unwrap()), 24, "unauthorized worker");
 
     // suggest_difficulty is honoured (and answered) and set_difficulty follows.
@@ -219,7 +229,10 @@ fn a_miner_goes_through_every_method_and_every_share_error_code() {
     let recs = s.share_records();
     assert_eq!(recs.len(), 3);
     let t = Target::from_difficulty(0.0001, Family::Sha256d).unwrap();
-    assert!(recs.iter().all(|r| r.address == address() && r.worker == user() && !r.block && r.network_target == Target::from_compact(0x1d00ffff).unwrap()));
+    assert!(recs.iter().all(|r| r.address == address()
+        && r.worker == user()
+        && !r.block
+        && r.network_target == Target::from_compact(0x1d00ffff).unwrap()));
     assert_eq!((recs[0].job, recs[0].share_target, recs[0].work), (1, t, otedama_engine::stratum::record::work_of(t)));
     assert_eq!(recs[2].job, 2);
 }
@@ -268,7 +281,9 @@ fn bad_input_gets_errors_or_a_disconnect_and_everyone_else_keeps_mining() {
 
     // Garbage and invalid JSON: an error each, the connection stays.
     let mut c = otedama_net::stratum_client::Client::connect(s.addr, T).unwrap();
-    for bad in ["garbage\n", "{\"id\":1,\"method\":\n", "[1,2,3]\n", "{\"id\":2,\"method\":\"mining.submit\",\"params\":\"x\"}\n", "\u{0}\u{1}\n"] {
+    for bad in
+        ["garbage\n", "{\"id\":1,\"method\":\n", "[1,2,3]\n", "{\"id\":2,\"method\":\"mining.submit\",\"params\":\"x\"}\n", "\u{0}\u{1}\n"]
+    {
         c.send_raw(bad.as_bytes()).unwrap();
         match c.read_message().unwrap().unwrap() {
             Message::Answer { result, .. } => assert_eq!(result.unwrap_err().0, 20, "{bad:?}"),

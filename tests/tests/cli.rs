@@ -59,12 +59,25 @@ fn standalone_supervises_the_engine_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut c = otedama();
-    c.args(["--data-dir", data.to_str().unwrap(), "--gateway-listen", "127.0.0.1:0", "--pool-devnet-rpc", "127.0.0.1:0", "standalone"]);
+    c.args([
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--gateway-listen",
+        "127.0.0.1:0",
+        "--pool-devnet-rpc",
+        "127.0.0.1:0",
+        "--stratum-host",
+        "127.0.0.1",
+        "--stratum-port",
+        "0",
+        "standalone",
+    ]);
     let mut child = Spawned::start(c);
     child.wait_for_line("order entry on");
     // The flags reach the engine, which runs the devnet by default.
     let pool = child.wait_for_line("pool chain side");
     assert!(pool.contains("devnet-sha256d (embedded devnet") && !pool.contains(":18460"), "{pool}");
+    assert!(pool.contains("Stratum V1 on 127.0.0.1:") && !pool.contains(":3333 "), "{pool}");
     assert!(data.is_dir(), "the data directory is created");
     assert!(data.join("exchange").is_dir(), "the engine's journal lives in the data directory");
     child.signal(libc::SIGTERM);

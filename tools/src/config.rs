@@ -430,7 +430,10 @@ impl StratumConfig {
         );
         let version_mask = u32::from_str_radix(self.version_mask.trim_start_matches("0x"), 16)
             .with_context(|| format!("stratum.version_mask {:?} is not hex", self.version_mask))?;
-        anyhow::ensure!(self.recv_buffers.is_power_of_two() && self.recv_buffers <= 1 << 15, "stratum.recv_buffers: a power of two up to 32768");
+        anyhow::ensure!(
+            self.recv_buffers.is_power_of_two() && self.recv_buffers <= 1 << 15,
+            "stratum.recv_buffers: a power of two up to 32768"
+        );
         anyhow::ensure!(self.recv_buffer_size >= 256, "stratum.recv_buffer_size: at least 256 bytes");
         anyhow::ensure!(self.max_line >= 512, "stratum.max_line: at least 512 bytes");
         let cores: Vec<usize> = self

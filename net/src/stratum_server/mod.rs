@@ -249,7 +249,9 @@ impl StratumServer {
         let blocks = {
             let counters = counters.clone();
             let wait = cfg.confirm_wait;
-            std::thread::Builder::new().name("block-submit".into()).spawn(move || block_submitter(nodes, block_journal, block_rx, wait, counters))?
+            std::thread::Builder::new()
+                .name("block-submit".into())
+                .spawn(move || block_submitter(nodes, block_journal, block_rx, wait, counters))?
         };
 
         let mut wakers = Vec::new();
@@ -287,7 +289,7 @@ impl StratumServer {
         let mut jr = job_rx.into_iter();
         let mut vr = verified_rx.into_iter();
         let mut js = journals.into_iter();
-        for i in 0..n {
+        for (i, waker) in wakers.iter().enumerate() {
             let parts = shard::Parts {
                 id: i as u16,
                 cfg: cfg.clone(),
@@ -297,7 +299,7 @@ impl StratumServer {
                 verify_tx: verify_tx.clone(),
                 block_tx: block_tx.clone(),
                 journal: js.next().expect("journal"),
-                waker: wakers[i].clone(),
+                waker: waker.clone(),
                 stop: stop.clone(),
                 counters: counters.clone(),
                 per_ip: per_ip.clone(),

@@ -24,7 +24,7 @@ use otedama_hashers::Target;
 use otedama_journal::{Journal, kinds};
 
 use super::bufring::BufRing;
-use super::{BlockReq, JobMsg, PerIp, ShardReport, StratumConfig, StratumCounters, VerifyReq, Verified};
+use super::{BlockReq, JobMsg, PerIp, ShardReport, StratumConfig, StratumCounters, Verified, VerifyReq};
 use crate::gateway::{Poll, Waker};
 
 const OP_ACCEPT: u64 = 1;
@@ -474,7 +474,7 @@ impl Shard {
                 None => {
                     let c = &mut self.conns[slot as usize];
                     if c.partial.len() + rest.len() > max {
-                        return Ok(self.line_too_long(slot));
+                        return self.line_too_long(slot);
                     }
                     c.partial.extend_from_slice(rest);
                     return Ok(());
@@ -482,7 +482,7 @@ impl Shard {
                 Some(i) => {
                     let mut line = std::mem::take(&mut self.conns[slot as usize].partial);
                     if line.len() + i > max {
-                        return Ok(self.line_too_long(slot));
+                        return self.line_too_long(slot);
                     }
                     line.extend_from_slice(&rest[..i]);
                     rest = &rest[i + 1..];
@@ -495,7 +495,7 @@ impl Shard {
         }
         while let Some(i) = memchr::memchr(b'\n', rest) {
             if i > max {
-                return Ok(self.line_too_long(slot));
+                return self.line_too_long(slot);
             }
             self.on_line(slot, &rest[..i])?;
             rest = &rest[i + 1..];
@@ -505,7 +505,7 @@ impl Shard {
         }
         if !rest.is_empty() {
             if rest.len() > max {
-                return Ok(self.line_too_long(slot));
+                return self.line_too_long(slot);
             }
             let now = self.now;
             let c = &mut self.conns[slot as usize];
@@ -520,12 +520,13 @@ impl Shard {
         c.open && !c.closing && c.close_after_flush.is_none()
     }
 
-    fn line_too_long(&mut self, slot: u32) {
+    fn line_too_long(&mut self, slot: u32) -> Result<(), String> {
         self.counters.lines_too_long.fetch_add(1, Ordering::Relaxed);
         tracing::info!(shard = self.id, slot, max = self.cfg.max_line, "request line too long; disconnecting");
         let msg = format!("{{\"id\":null,\"result\":null,\"error\":[20,\"Request line longer than {} bytes\",null]}}\n", self.cfg.max_line);
         self.queue(slot, msg.as_bytes());
         self.close_after_flush(slot);
+        Ok(())
     }
 
     fn close_after_flush(&mut self, slot: u32) {

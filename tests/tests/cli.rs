@@ -90,7 +90,7 @@ fn standalone_supervises_the_engine_and_stops_cleanly() {
 
 #[test]
 fn subcommands_not_built_yet_say_so_and_fail() {
-    for args in [&["api"][..], &["mine"], &["tune"]] {
+    for args in [&["api"][..], &["tune"]] {
         let mut c = otedama();
         c.args(args);
         let (out, _, stderr) = run(c);

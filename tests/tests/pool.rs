@@ -167,7 +167,13 @@ fn a_stratum_miner_finds_devnet_blocks_through_the_engine() {
     let (mut en2, mut last) = (0, [0u8; 32]);
     for h in 1..=3u64 {
         let id = mine_block_through_stratum(&mut m, &worker, Family::Sha256d, &mut en2, &mut last);
-        assert_eq!(node.call("getblockcount", json!([]), Duration::from_secs(5)).unwrap(), json!(h));
+        // The answer may reach the miner before the node has the block:
+        // submission runs beside it.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while node.call("getblockcount", json!([]), Duration::from_secs(5)).unwrap() != json!(h) {
+            assert!(std::time::Instant::now() < until, "block {h} never reached the devnet");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert_eq!(node.call("getbestblockhash", json!([]), Duration::from_secs(5)).unwrap(), id);
     }
     e.signal(libc::SIGTERM);
@@ -268,4 +274,29 @@ fn a_stratum_miner_mines_scrypt_on_two_litecoind_nodes_past_mweb() {
         .collect();
     assert_eq!(blocks.len(), 9);
     assert!(blocks.iter().all(|b| b.outcome == Outcome::Landed && b.on_chain_mask == 0b11), "{blocks:?}");
+}
+
+#[test]
+fn otedama_mine_mines_devnet_blocks_through_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut c = otedama();
+    c.args(["--data-dir", data.to_str().unwrap(), "--gateway-listen", "127.0.0.1:0", "--pool-devnet-rpc", "127.0.0.1:0"]);
+    c.args(["--stratum-host", "127.0.0.1", "--stratum-port", "0", "engine"]);
+    let mut e = Spawned::start(c);
+    let addr = stratum_addr(&e.wait_for_line("pool chain side"));
+    let payout = bech32::segwit::encode(bech32::hrp::BCRT, bech32::segwit::VERSION_0, &[5u8; 20]).unwrap();
+    let mut m = otedama();
+    m.args(["mine", "--url", &format!("stratum+tcp://{addr}"), "--user", &format!("{payout}.cpu"), "--password", "d=0.0002"]);
+    m.args(["--threads", "1", "--seconds", "3"]);
+    let (out, stdout, stderr) = run(m);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let accepted = summary["accepted"].as_u64().unwrap();
+    assert!(accepted >= 1 && summary["rejected"] == 0, "{summary}");
+    e.signal(libc::SIGTERM);
+    assert!(e.finish().0.success());
+    // On the devnet every share at this difficulty is a block.
+    let blocks = journal_records(&data.join("pool/blocks"), otedama_journal::kinds::BLOCK_FOUND);
+    assert_eq!(blocks.len() as u64, accepted);
 }

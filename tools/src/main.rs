@@ -4,6 +4,7 @@
 mod config;
 mod engine_cmd;
 mod journal_cmd;
+mod mine_cmd;
 mod pool_side;
 mod supervisor;
 mod trade_cmd;
@@ -38,8 +39,8 @@ enum Cmd {
     /// Run every built role as a supervised child process, with embedded
     /// defaults.
     Standalone,
-    /// The hot path: order-entry gateway (io_uring I/O shards) and the
-    /// matching engine shard, journaled (Stratum comes later).
+    /// The hot path: order-entry gateway and Stratum V1 pool (io_uring I/O
+    /// shards), the matching engine shard, journaled.
     Engine,
     /// The cold path: REST/WebSocket API, database, payouts (not built yet).
     Api,
@@ -57,8 +58,8 @@ enum Cmd {
     /// Manage API keys for the binary order-entry protocol.
     #[command(subcommand)]
     Keys(engine_cmd::KeysCmd),
-    /// CPU/GPU miner, a Stratum client (not built yet).
-    Mine,
+    /// CPU miner: a Stratum V1 client (sha256d, scrypt) for any pool.
+    Mine(mine_cmd::MineArgs),
     /// Load generators: open-loop order floods (farms come with Stratum).
     #[command(subcommand)]
     Loadgen(LoadgenCmd),
@@ -292,7 +293,7 @@ fn main() {
         Cmd::Bench { which: BenchCmd::Hashers(args) } => otedama_benches::hashers::run(&args).map(|_| 0),
         Cmd::Bench { which: BenchCmd::Chain(args) } => otedama_benches::chain::run(&args).map(|_| 0),
         Cmd::Keys(k) => engine_cmd::keys_cmd(k, &cfg.data_dir),
-        Cmd::Mine => not_built("mine", "a later issue builds the miner"),
+        Cmd::Mine(args) => mine_cmd::mine(args),
         Cmd::Loadgen(l) => loadgen_cmd(l),
         Cmd::Tune => not_built("tune", "a later issue builds the host checks"),
         Cmd::Trade(t) => trade_cmd::run(t),

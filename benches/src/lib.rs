@@ -13,3 +13,5 @@ pub mod journal;
 pub mod loadgen;
 pub mod matching;
 pub mod runtimes;
+pub mod stratum;
+pub mod stratum_load;

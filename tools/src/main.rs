@@ -91,10 +91,19 @@ enum BenchCmd {
     Hashers(otedama_benches::hashers::Args),
     /// Job building, block assembly and submission with a 3,000-transaction template from litecoind.
     Chain(otedama_benches::chain::Args),
+    /// The Stratum server under a simulated farm against the same shard echoing lines.
+    Stratum(otedama_benches::stratum::Args),
+    /// The server process `bench stratum` drives (internal).
+    #[command(hide = true)]
+    StratumServer(otedama_benches::stratum::ServerArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum LoadgenCmd {
+    /// A simulated farm: many Stratum connections, open-loop shares with
+    /// known rates of duplicate, stale and low-difficulty shares; prints
+    /// answers by kind and share → answer latency.
+    Stratum(otedama_benches::stratum_load::LoadArgs),
     /// Open-loop NewOrder load from many sessions at a set rate; prints
     /// NewOrder → Accepted round trips corrected for coordinated omission.
     Orders {
@@ -121,7 +130,15 @@ enum LoadgenCmd {
 }
 
 fn loadgen_cmd(cmd: LoadgenCmd) -> Result<i32> {
-    let LoadgenCmd::Orders { addr, keys, rate, seconds, mix, instrument, core } = cmd;
+    let (addr, keys, rate, seconds, mix, instrument, core) = match cmd {
+        LoadgenCmd::Stratum(a) => {
+            let r = otedama_benches::stratum_load::run(&a)?;
+            println!("{r}");
+            let ok = r["wrong_answers"].as_u64().unwrap_or(0) == 0 && r["unanswered"].as_u64().unwrap_or(0) == 0;
+            return Ok(if ok { 0 } else { 1 });
+        }
+        LoadgenCmd::Orders { addr, keys, rate, seconds, mix, instrument, core } => (addr, keys, rate, seconds, mix, instrument, core),
+    };
     let keys = keys
         .iter()
         .map(|k| {
@@ -292,6 +309,8 @@ fn main() {
         Cmd::Bench { which: BenchCmd::Gateway(args) } => otedama_benches::gateway::run(&args).map(|_| 0),
         Cmd::Bench { which: BenchCmd::Hashers(args) } => otedama_benches::hashers::run(&args).map(|_| 0),
         Cmd::Bench { which: BenchCmd::Chain(args) } => otedama_benches::chain::run(&args).map(|_| 0),
+        Cmd::Bench { which: BenchCmd::Stratum(args) } => otedama_benches::stratum::run(&args).map(|_| 0),
+        Cmd::Bench { which: BenchCmd::StratumServer(args) } => otedama_benches::stratum::server_main(&args).map(|_| 0),
         Cmd::Keys(k) => engine_cmd::keys_cmd(k, &cfg.data_dir),
         Cmd::Mine(args) => mine_cmd::mine(args),
         Cmd::Loadgen(l) => loadgen_cmd(l),

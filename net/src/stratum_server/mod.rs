@@ -80,6 +80,22 @@ pub struct StratumConfig {
     pub journal: JournalOptions,
     /// How long block submission waits for the nodes' tips to show a block.
     pub confirm_wait: Duration,
+    /// Benchmarks only: the same shards with the Stratum work taken out.
+    pub baseline: Baseline,
+}
+
+/// What a shard does with a line. Anything but `Stratum` exists for
+/// `otedama bench stratum`: the same io_uring loop, buffers, queues and
+/// fan-out, with the protocol's work removed, so the benchmark's ratios
+/// isolate what Stratum costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// Real Stratum sessions.
+    Stratum,
+    /// Every line is sent straight back; every connection that sent a line
+    /// receives each job's notify bytes, written as they are (no session
+    /// bookkeeping, no job table).
+    Echo,
 }
 
 impl StratumConfig {
@@ -107,6 +123,7 @@ impl StratumConfig {
             journal_dir,
             journal: JournalOptions::default(),
             confirm_wait: Duration::from_secs(2),
+            baseline: Baseline::Stratum,
         }
     }
 }

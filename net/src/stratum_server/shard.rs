@@ -24,7 +24,7 @@ use otedama_hashers::Target;
 use otedama_journal::{Journal, kinds};
 
 use super::bufring::BufRing;
-use super::{BlockReq, JobMsg, PerIp, ShardReport, StratumConfig, StratumCounters, Verified, VerifyReq};
+use super::{Baseline, BlockReq, JobMsg, PerIp, ShardReport, StratumConfig, StratumCounters, Verified, VerifyReq};
 use crate::gateway::{Poll, Waker};
 
 const OP_ACCEPT: u64 = 1;
@@ -547,6 +547,23 @@ impl Shard {
             return Ok(());
         }
         self.counters.lines.fetch_add(1, Ordering::Relaxed);
+        if self.cfg.baseline == Baseline::Echo {
+            let mut echo = std::mem::take(&mut self.record_buf);
+            echo.clear();
+            echo.extend_from_slice(line);
+            echo.push(b'\n');
+            self.queue(slot, &echo);
+            self.record_buf = echo;
+            if !self.conns[slot as usize].mining {
+                // As a pool sends the current job to a new miner.
+                self.conns[slot as usize].mining = true;
+                if let Some((_, notify)) = self.jobs.latest_clean() {
+                    let notify = notify.as_bytes().to_vec();
+                    self.queue(slot, &notify);
+                }
+            }
+            return Ok(());
+        }
         let mut events = std::mem::take(&mut self.events);
         let Shard { conns, jobs, extranonces, unix, .. } = self;
         let session = &mut conns[slot as usize].session;
@@ -628,10 +645,13 @@ impl Shard {
             did = true;
             let id = m.job.id;
             let line = self.jobs.push(m.job, m.clean).as_bytes().to_vec();
+            let stratum = self.cfg.baseline == Baseline::Stratum;
             for slot in 0..self.conns.len() as u32 {
                 let c = &mut self.conns[slot as usize];
                 if c.mining && c.open && !c.closing && c.close_after_flush.is_none() {
-                    c.session.on_job(id);
+                    if stratum {
+                        c.session.on_job(id);
+                    }
                     self.queue(slot, &line);
                 }
             }

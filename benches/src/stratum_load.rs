@@ -62,6 +62,10 @@ pub struct LoadArgs {
     /// One share in N misses the difficulty (0: none).
     #[arg(long, default_value_t = 50)]
     pub low_every: u64,
+    /// Consecutive shares sent on one connection (a proxy's burst); shares
+    /// due at the same moment on one connection leave in one write.
+    #[arg(long, default_value_t = 1)]
+    pub burst: usize,
     /// Hold the connections for fan-out measurement instead of sending shares.
     #[arg(long)]
     pub hold: bool,
@@ -114,6 +118,7 @@ struct Tally {
     wrong_example: Option<String>,
     ready: usize,
     closed: usize,
+    last_answer_ns: u64,
 }
 
 fn kind_ix(k: Kind) -> usize {
@@ -236,6 +241,7 @@ async fn run_async(a: LoadArgs) -> Result<Value> {
                         t.wrong_example = Some(format!("{kind:?} answered {line}"));
                     }
                 }
+                t.last_answer_ns = now;
                 let _ = acks.borrow_mut().record(now.saturating_sub(due).max(1));
             }
             tally.borrow_mut().closed += 1;
@@ -266,7 +272,12 @@ async fn run_async(a: LoadArgs) -> Result<Value> {
     let mut en2s = vec![0u64; active];
     let mut lag_max = 0u64;
     let mut line = String::with_capacity(256);
-    for k in 0..total {
+    let burst = a.burst.max(1) as u64;
+    // What each connection has to send this turn (one write each).
+    let mut pending: Vec<Vec<u8>> = vec![Vec::new(); active];
+    let mut dirty: Vec<usize> = Vec::new();
+    let mut k = 0u64;
+    while k < total {
         let due = t0 + (k as f64 * period_ns) as u64;
         let now = mono_ns();
         if now < due {
@@ -279,24 +290,29 @@ async fn run_async(a: LoadArgs) -> Result<Value> {
             while mono_ns() < due {
                 tokio::task::yield_now().await;
             }
-        } else {
-            lag_max = lag_max.max(now - due);
-            if k % 64 == 0 {
-                tokio::task::yield_now().await;
-            }
+            continue;
         }
-        let i = (k % active as u64) as usize;
-        let kind = if a.dup_every > 0 && k % a.dup_every == a.dup_every - 1 {
-            Kind::Duplicate
-        } else if a.stale_every > 0 && k % a.stale_every == a.stale_every / 2 {
-            Kind::Stale
-        } else if a.low_every > 0 && k % a.low_every == a.low_every / 3 {
-            Kind::Low
-        } else {
-            Kind::Valid
-        };
-        let id = 1000 + k;
-        {
+        lag_max = lag_max.max(now - due);
+        // Every share due by now, grouped by connection: `burst`
+        // consecutive shares go to one connection, as a farm's proxy
+        // sends them, and leave in one write when they are due together.
+        let mut n = 0;
+        while k < total && n < 1024 {
+            let due = t0 + (k as f64 * period_ns) as u64;
+            if due > now {
+                break;
+            }
+            let i = ((k / burst) % active as u64) as usize;
+            let kind = if a.dup_every > 0 && k % a.dup_every == a.dup_every - 1 {
+                Kind::Duplicate
+            } else if a.stale_every > 0 && k % a.stale_every == a.stale_every / 2 {
+                Kind::Stale
+            } else if a.low_every > 0 && k % a.low_every == a.low_every / 3 {
+                Kind::Low
+            } else {
+                Kind::Valid
+            };
+            let id = 1000 + k;
             let mut c = conns[i].borrow_mut();
             let kind = if kind == Kind::Duplicate && c.last_valid.is_none() { Kind::Valid } else { kind };
             line.clear();
@@ -317,8 +333,18 @@ async fn run_async(a: LoadArgs) -> Result<Value> {
             }
             c.inflight.push_back((id, due, kind));
             tally.borrow_mut().sent[kind_ix(kind)] += 1;
+            if pending[i].is_empty() {
+                dirty.push(i);
+            }
+            pending[i].extend_from_slice(line.as_bytes());
+            k += 1;
+            n += 1;
         }
-        writers[i].write_all(line.as_bytes()).await?;
+        for i in dirty.drain(..) {
+            writers[i].write_all(&pending[i]).await?;
+            pending[i].clear();
+        }
+        tokio::task::yield_now().await;
     }
     // Answers for everything sent.
     let sent: u64 = tally.borrow().sent.iter().sum();
@@ -339,6 +365,7 @@ async fn run_async(a: LoadArgs) -> Result<Value> {
         "wrong_answers": t.wrong, "wrong_example": t.wrong_example,
         "ack_p50_us": q(0.5), "ack_p99_us": q(0.99), "ack_p999_us": q(0.999), "ack_max_us": h.max() as f64 / 1e3,
         "sender_lag_max_us": lag_max as f64 / 1e3,
+        "answered_per_sec": t.answered.iter().sum::<u64>() as f64 / (t.last_answer_ns.saturating_sub(t0) as f64 / 1e9).max(1e-9),
         "closed_by_pool": t.closed,
     }))
 }

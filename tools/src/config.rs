@@ -365,6 +365,9 @@ pub struct StratumConfig {
     pub recv_buffer_size: usize,
     /// How long block submission waits for the nodes' tips to show a block (ms).
     pub confirm_wait_ms: u64,
+    /// Segment size of each shard's share journal (bytes; the writer keeps
+    /// the current and the prepared segments resident).
+    pub journal_segment_bytes: u64,
 }
 
 impl Default for StratumConfig {
@@ -391,6 +394,7 @@ impl Default for StratumConfig {
             recv_buffers: 4096,
             recv_buffer_size: 2048,
             confirm_wait_ms: 2000,
+            journal_segment_bytes: 16 << 20,
         }
     }
 }
@@ -470,7 +474,8 @@ impl StratumConfig {
         c.verify_workers = self.verify_workers;
         c.recv_buffers = self.recv_buffers;
         c.recv_buffer_size = self.recv_buffer_size;
-        c.journal = journal;
+        c.journal = otedama_journal::Options { segment_bytes: self.journal_segment_bytes, ..journal };
+        c.journal.validate()?;
         c.confirm_wait = ms(self.confirm_wait_ms);
         Ok(c)
     }
@@ -742,6 +747,7 @@ overrides!(StratumOverrides {
     recv_buffers: u16 = "stratum-recv-buffers", "receive buffers per shard [env: OTEDAMA_STRATUM__RECV_BUFFERS]";
     recv_buffer_size: usize = "stratum-recv-buffer-size", "receive buffer size, bytes [env: OTEDAMA_STRATUM__RECV_BUFFER_SIZE]";
     confirm_wait_ms: u64 = "stratum-confirm-wait-ms", "wait for a block on the nodes' tips, ms [env: OTEDAMA_STRATUM__CONFIRM_WAIT_MS]";
+    journal_segment_bytes: u64 = "stratum-journal-segment-bytes", "share journal segment size [env: OTEDAMA_STRATUM__JOURNAL_SEGMENT_BYTES]";
 });
 
 overrides!(SupervisorOverrides {

@@ -119,6 +119,9 @@ pub struct Session {
     extranonce_subscribed: bool,
     /// (job id, easiest difficulty in force since it was sent), newest last.
     job_difficulty: Vec<(u64, f64)>,
+    /// The last difficulty turned into a target, and that target (the
+    /// conversion is exact, so worth keeping).
+    target_cache: Option<(f64, Target)>,
 }
 
 fn reply_ok(id: &str, result: &str) -> Event {
@@ -173,6 +176,7 @@ impl Session {
             version_mask: 0,
             extranonce_subscribed: false,
             job_difficulty: Vec::new(),
+            target_cache: None,
         }
     }
 
@@ -356,9 +360,15 @@ impl Session {
             Seen::Full | Seen::Gone => return out.push(reply_err(id, 21, "Job not found")),
         }
         let difficulty = self.job_difficulty.iter().rev().find(|(j, _)| *j == s.job_id).map_or(self.difficulty, |(_, d)| *d);
-        let share_target = match Target::from_difficulty(difficulty, self.rules.family) {
-            Ok(t) => t,
-            Err(_) => return out.push(reply_err(id, 20, "difficulty out of range")),
+        let share_target = match self.target_cache {
+            Some((d, t)) if d == difficulty => t,
+            _ => match Target::from_difficulty(difficulty, self.rules.family) {
+                Ok(t) => {
+                    self.target_cache = Some((difficulty, t));
+                    t
+                }
+                Err(_) => return out.push(reply_err(id, 20, "difficulty out of range")),
+            },
         };
         let pending = Pending { id: id.to_string(), header, job, extranonce2: s.extranonce2, worker, share_target };
         match self.rules.family {

@@ -251,7 +251,11 @@ impl StratumServer {
             journals.push(Journal::open(&dir, cfg.journal.clone()).map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))?);
         }
         let blocks_dir = cfg.journal_dir.join("blocks");
-        let block_journal = Journal::open(&blocks_dir, JournalOptions { segment_bytes: 1 << 20, ..cfg.journal.clone() })
+        // Blocks are rare: the writeback thread sleeps until one comes.
+        let block_journal = Journal::open(
+            &blocks_dir,
+            JournalOptions { segment_bytes: 1 << 20, flusher_spin: Duration::ZERO, writeback_delay: Duration::ZERO, ..cfg.journal.clone() },
+        )
             .map_err(|e| std::io::Error::other(format!("{}: {e}", blocks_dir.display())))?;
 
         let listeners = listener::bind_reuseport(cfg.listen, n)?;

@@ -118,6 +118,9 @@ pub(crate) struct Shard {
     rx: Vec<u8>,
     now: Instant,
     unix: u32,
+    /// The wall clock read once, at start; `unix` follows it by the
+    /// monotonic clock (one clock read per turn, not two).
+    epoch: (Instant, u64),
     last_timer: Instant,
     stopping: Option<Instant>,
     cqes: Vec<(u64, i32, u32)>,
@@ -160,6 +163,7 @@ impl Shard {
             rx: Vec::with_capacity(p.cfg.recv_buffer_size),
             now,
             unix: 0,
+            epoch: (now, SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())),
             last_timer: now,
             stopping: None,
             cqes: Vec::with_capacity(1024),
@@ -238,7 +242,7 @@ impl Shard {
 
     fn turn(&mut self) -> Result<(bool, bool), String> {
         self.now = Instant::now();
-        self.unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
+        self.unix = (self.epoch.1 + self.now.duration_since(self.epoch.0).as_secs()) as u32;
         let mut did = false;
         let mut cqes = std::mem::take(&mut self.cqes);
         loop {
@@ -557,6 +561,7 @@ impl Shard {
             if !self.conns[slot as usize].mining {
                 // As a pool sends the current job to a new miner.
                 self.conns[slot as usize].mining = true;
+                self.counters.sessions_mining.fetch_add(1, Ordering::Relaxed);
                 if let Some((_, notify)) = self.jobs.latest_clean() {
                     let notify = notify.as_bytes().to_vec();
                     self.queue(slot, &notify);

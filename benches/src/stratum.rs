@@ -83,6 +83,9 @@ pub struct ServerArgs {
     /// Run the echo baseline instead of Stratum.
     #[arg(long)]
     pub baseline: bool,
+    /// Core for the journal, fan-out and other helper threads.
+    #[arg(long)]
+    pub housekeeping_core: Option<usize>,
     /// Where the share journal goes.
     #[arg(long)]
     pub dir: std::path::PathBuf,
@@ -148,6 +151,7 @@ pub fn server_main(a: &ServerArgs) -> Result<()> {
     };
     let mut cfg = StratumConfig::parking("127.0.0.1:0".parse().expect("addr"), rules, a.dir.clone());
     cfg.cores = vec![a.core];
+    cfg.housekeeping_core = a.housekeeping_core;
     cfg.poll = match a.poll {
         crate::gateway::PollArg::Park => otedama_net::gateway::Poll::Park,
         crate::gateway::PollArg::Spin => otedama_net::gateway::Poll::Spin,
@@ -218,6 +222,10 @@ impl Server {
     fn start(a: &Args, baseline: bool, dir: &std::path::Path) -> Result<Server> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["--log-level=warn", "bench", "stratum-server", &format!("--core={}", a.server_core), &format!("--dir={}", dir.display())]);
+        // The server's helper threads (journal writeback and segment
+        // preparation, job fan-out) share the load generators' core: the
+        // shard's core runs the shard alone.
+        cmd.arg(format!("--housekeeping-core={}", a.client_core));
         cmd.arg(format!("--poll={}", if a.poll == crate::gateway::PollArg::Spin { "spin" } else { "park" }));
         if baseline {
             cmd.arg("--baseline");

@@ -336,6 +336,9 @@ pub struct StratumConfig {
     pub shards: usize,
     /// Cores to pin Stratum shards to, comma-separated, one shard each.
     pub cores: String,
+    /// Core for the threads around the shards (share journal writeback,
+    /// job fan-out, block submission, scrypt verification); empty: unpinned.
+    pub housekeeping_core: String,
     pub poll: PollMode,
     /// The port's share difficulty; 0: by chain (devnet 0.01, regtest
     /// 0.001, scrypt mainnet/testnet 512, sha256d mainnet/testnet 16,384).
@@ -377,6 +380,7 @@ impl Default for StratumConfig {
             port: 3333,
             shards: 1,
             cores: String::new(),
+            housekeeping_core: String::new(),
             poll: PollMode::Park,
             difficulty: 0.0,
             min_difficulty: 1e-6,
@@ -448,6 +452,10 @@ impl StratumConfig {
             .map(|p| p.parse().with_context(|| format!("stratum.cores: {p:?} is not a core number")))
             .collect::<Result<_>>()?;
         let cores = if cores.is_empty() { vec![None; self.shards.max(1)] } else { cores.into_iter().map(Some).collect() };
+        let housekeeping_core = match self.housekeeping_core.trim() {
+            "" => None,
+            c => Some(c.parse().with_context(|| format!("stratum.housekeeping_core: {c:?} is not a core number"))?),
+        };
         let rules = otedama_engine::stratum::session::PortRules {
             family,
             coin,
@@ -462,6 +470,7 @@ impl StratumConfig {
         let ms = std::time::Duration::from_millis;
         let mut c = otedama_net::stratum_server::StratumConfig::parking(std::net::SocketAddr::new(host, self.port), rules, journal_dir);
         c.cores = cores;
+        c.housekeeping_core = housekeeping_core;
         c.poll = self.poll.poll();
         c.extranonce1_size = pool.extranonce1_size;
         c.max_line = self.max_line;
@@ -730,6 +739,7 @@ overrides!(StratumOverrides {
     port: u16 = "stratum-port", "Stratum port [env: OTEDAMA_STRATUM__PORT]";
     shards: usize = "stratum-shards", "unpinned Stratum shards [env: OTEDAMA_STRATUM__SHARDS]";
     cores: String = "stratum-cores", "cores for Stratum shards, e.g. 1 or 1,3 [env: OTEDAMA_STRATUM__CORES]";
+    housekeeping_core: String = "stratum-housekeeping-core", "core for the Stratum helper threads [env: OTEDAMA_STRATUM__HOUSEKEEPING_CORE]";
     poll: PollMode = "stratum-poll", "park or spin [env: OTEDAMA_STRATUM__POLL]";
     difficulty: f64 = "stratum-difficulty", "share difficulty, 0: by chain [env: OTEDAMA_STRATUM__DIFFICULTY]";
     min_difficulty: f64 = "stratum-min-difficulty", "lowest d= / suggested difficulty [env: OTEDAMA_STRATUM__MIN_DIFFICULTY]";

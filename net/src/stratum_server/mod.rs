@@ -80,6 +80,10 @@ pub struct StratumConfig {
     pub journal: JournalOptions,
     /// How long block submission waits for the nodes' tips to show a block.
     pub confirm_wait: Duration,
+    /// Core for the threads around the shards (journal writeback and
+    /// segment preparation, job fan-out, block submission, verification
+    /// workers), so they never preempt a shard; `None`: unpinned.
+    pub housekeeping_core: Option<usize>,
     /// Benchmarks only: the same shards with the Stratum work taken out.
     pub baseline: Baseline,
 }
@@ -123,6 +127,7 @@ impl StratumConfig {
             journal_dir,
             journal: JournalOptions::default(),
             confirm_wait: Duration::from_secs(2),
+            housekeeping_core: None,
             baseline: Baseline::Stratum,
         }
     }
@@ -245,18 +250,28 @@ impl StratumServer {
             return Err(std::io::Error::other("at most 256 Stratum shards (the first extranonce1 byte names the shard)"));
         }
         std::fs::create_dir_all(&cfg.journal_dir)?;
-        let mut journals = Vec::new();
-        for i in 0..n {
-            let dir = cfg.journal_dir.join(format!("shares-{i}"));
-            journals.push(Journal::open(&dir, cfg.journal.clone()).map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))?);
-        }
-        let blocks_dir = cfg.journal_dir.join("blocks");
-        // Blocks are rare: the writeback thread sleeps until one comes.
-        let block_journal = Journal::open(
-            &blocks_dir,
-            JournalOptions { segment_bytes: 1 << 20, flusher_spin: Duration::ZERO, writeback_delay: Duration::ZERO, ..cfg.journal.clone() },
-        )
-            .map_err(|e| std::io::Error::other(format!("{}: {e}", blocks_dir.display())))?;
+        // Opened on a thread pinned to the housekeeping core: the journals'
+        // writeback and preparation threads inherit its affinity.
+        let hk = cfg.housekeeping_core;
+        let (jcfg, jdir) = (cfg.journal.clone(), cfg.journal_dir.clone());
+        let (journals, block_journal) = std::thread::scope(|s| {
+            s.spawn(move || -> std::io::Result<(Vec<Journal>, Journal)> {
+                pin(hk, "stratum housekeeping");
+                let err = |dir: &std::path::Path, e| std::io::Error::other(format!("{}: {e}", dir.display()));
+                let mut journals = Vec::new();
+                for i in 0..n {
+                    let dir = jdir.join(format!("shares-{i}"));
+                    journals.push(Journal::open(&dir, jcfg.clone()).map_err(|e| err(&dir, e))?);
+                }
+                let dir = jdir.join("blocks");
+                // Blocks are rare: the writeback thread sleeps until one comes.
+                let no_wait = JournalOptions { segment_bytes: 1 << 20, flusher_spin: Duration::ZERO, writeback_delay: Duration::ZERO, ..jcfg };
+                let blocks = Journal::open(&dir, no_wait).map_err(|e| err(&dir, e))?;
+                Ok((journals, blocks))
+            })
+            .join()
+            .map_err(|_| std::io::Error::other("opening the Stratum journals panicked"))?
+        })?;
 
         let listeners = listener::bind_reuseport(cfg.listen, n)?;
         let addr = listener::local_addr(listeners[0])?;
@@ -272,7 +287,10 @@ impl StratumServer {
             let wait = cfg.confirm_wait;
             std::thread::Builder::new()
                 .name("block-submit".into())
-                .spawn(move || block_submitter(nodes, block_journal, block_rx, wait, counters))?
+                .spawn(move || {
+                    pin(hk, "block submitter");
+                    block_submitter(nodes, block_journal, block_rx, wait, counters)
+                })?
         };
 
         let mut wakers = Vec::new();
@@ -291,7 +309,10 @@ impl StratumServer {
         if cfg.rules.family != Family::Sha256d {
             for i in 0..cfg.verify_workers.max(1) {
                 let (rx, txs, wk, fam) = (verify_rx.clone(), verified_tx.clone(), wakers.clone(), cfg.rules.family);
-                workers.push(std::thread::Builder::new().name(format!("share-verify-{i}")).spawn(move || verifier(fam, rx, txs, wk))?);
+                workers.push(std::thread::Builder::new().name(format!("share-verify-{i}")).spawn(move || {
+                    pin(hk, "share verification");
+                    verifier(fam, rx, txs, wk)
+                })?);
             }
         }
         drop(verify_rx);
@@ -357,7 +378,10 @@ impl StratumServer {
         let fanout_stop = Arc::new(AtomicBool::new(false));
         let fanout = {
             let (wakers, counters, fstop) = (wakers.clone(), counters.clone(), fanout_stop.clone());
-            std::thread::Builder::new().name("job-fanout".into()).spawn(move || fan_out(jobs, job_tx, wakers, counters, fstop))?
+            std::thread::Builder::new().name("job-fanout".into()).spawn(move || {
+                pin(hk, "job fan-out");
+                fan_out(jobs, job_tx, wakers, counters, fstop)
+            })?
         };
         let server = StratumServer {
             addr,

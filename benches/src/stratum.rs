@@ -221,7 +221,13 @@ struct Server {
 impl Server {
     fn start(a: &Args, baseline: bool, dir: &std::path::Path) -> Result<Server> {
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["--log-level=warn", "bench", "stratum-server", &format!("--core={}", a.server_core), &format!("--dir={}", dir.display())]);
+        cmd.args([
+            "--log-level=warn",
+            "bench",
+            "stratum-server",
+            &format!("--core={}", a.server_core),
+            &format!("--dir={}", dir.display()),
+        ]);
         // The server's helper threads (journal writeback and segment
         // preparation, job fan-out) share the load generators' core: the
         // shard's core runs the shard alone.
@@ -391,7 +397,8 @@ fn fanout(server: &mut Server, loads: Vec<Load>, jobs: usize) -> Result<(f64, f6
 /// One open-loop share run; returns the load generator's report and the
 /// server's CPU ns spent during it.
 fn share_run(server: &mut Server, a: &Args, rate: f64, seconds: f64, bad: bool) -> Result<(Value, u64)> {
-    let mix = if bad { ["--dup-every=50", "--stale-every=50", "--low-every=50"] } else { ["--dup-every=0", "--stale-every=0", "--low-every=0"] };
+    let mix =
+        if bad { ["--dup-every=50", "--stale-every=50", "--low-every=50"] } else { ["--dup-every=0", "--stale-every=0", "--low-every=0"] };
     let mut extra: Vec<String> =
         vec![format!("--miners={}", a.active), format!("--rate={rate}"), format!("--seconds={seconds}"), format!("--burst={}", a.burst)];
     extra.extend(mix.iter().map(|s| s.to_string()));
@@ -455,9 +462,15 @@ pub fn run(a: &Args) -> Result<Value> {
         cpu_per.push(cpu as f64 / 1e3 / sent as f64);
         println!(
             "  run {i}: {sent} shares (valid {}, duplicate {}, stale {}, low {}; every answer as expected) ack p50 {:.1} µs p99 {:.1} µs p99.9 {:.1} µs | server CPU {:.2} µs/share | sender lag max {:.0} µs",
-            r["sent"]["valid"], r["sent"]["duplicate"], r["sent"]["stale"], r["sent"]["low"],
-            r["ack_p50_us"].as_f64().unwrap_or(0.0), r["ack_p99_us"].as_f64().unwrap_or(0.0), r["ack_p999_us"].as_f64().unwrap_or(0.0),
-            cpu as f64 / 1e3 / sent as f64, r["sender_lag_max_us"].as_f64().unwrap_or(0.0)
+            r["sent"]["valid"],
+            r["sent"]["duplicate"],
+            r["sent"]["stale"],
+            r["sent"]["low"],
+            r["ack_p50_us"].as_f64().unwrap_or(0.0),
+            r["ack_p99_us"].as_f64().unwrap_or(0.0),
+            r["ack_p999_us"].as_f64().unwrap_or(0.0),
+            cpu as f64 / 1e3 / sent as f64,
+            r["sender_lag_max_us"].as_f64().unwrap_or(0.0)
         );
     }
 

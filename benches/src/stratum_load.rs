@@ -356,7 +356,8 @@ async fn run_async(a: LoadArgs) -> Result<Value> {
     let h = acks.borrow();
     let q = |p: f64| h.value_at_quantile(p) as f64 / 1e3;
     let names = ["valid", "duplicate", "stale", "low"];
-    let by = |v: &[u64; 4]| -> Value { names.iter().zip(v).map(|(n, c)| (n.to_string(), json!(c))).collect::<serde_json::Map<_, _>>().into() };
+    let by =
+        |v: &[u64; 4]| -> Value { names.iter().zip(v).map(|(n, c)| (n.to_string(), json!(c))).collect::<serde_json::Map<_, _>>().into() };
     Ok(json!({
         "connections": a.miners, "active": active, "connect_s": connect_s,
         "offered_rate": a.rate, "seconds": a.seconds,

@@ -359,3 +359,61 @@ fn bad_input_gets_errors_or_a_disconnect_and_everyone_else_keeps_mining() {
     let grown = rss_kib().saturating_sub(rss0);
     assert!(grown < 64 << 10, "RSS grew {grown} KiB across the connect floods");
 }
+
+#[test]
+fn stratum_over_tls_with_a_generated_certificate() {
+    use otedama_net::stratum_server::{TlsListen, tls};
+    use rustls::pki_types::pem::PemObject;
+    use std::io::BufRead;
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = tls::self_signed(certs.path(), &["localhost".into()]).unwrap();
+    // Generated once, then reused.
+    let fp = tls::fingerprint(&cert).unwrap();
+    assert_eq!(tls::self_signed(certs.path(), &["localhost".into()]).unwrap().0, cert);
+    assert_eq!(tls::fingerprint(&cert).unwrap(), fp);
+    let config = tls::server_config(&cert, &key).unwrap();
+    let s = server(|c| c.tls = Some(TlsListen { listen: "127.0.0.1:0".parse().unwrap(), config }));
+    let addr = s.server.as_ref().unwrap().tls_addr().unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cc = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(Arc::new(cc), "localhost".try_into().unwrap()).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(T)).unwrap();
+    let mut tls_stream = std::io::BufReader::new(rustls::StreamOwned::new(conn, tcp));
+    let hello = format!(
+        "{{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"tls-test\"]}}\n{{\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"{}\",\"x\"]}}\n",
+        user()
+    );
+    tls_stream.get_mut().write_all(hello.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        tls_stream.read_line(&mut line).unwrap();
+        got.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+    }
+    assert_eq!(got[0]["id"], 1);
+    assert_eq!(got[0]["result"][2], 8, "subscribed over TLS: {got:?}");
+    assert_eq!(got[1]["method"], "mining.set_difficulty");
+    assert_eq!((got[2]["id"].clone(), got[2]["result"].clone()), (json!(2), json!(true)));
+    assert_eq!(got[3]["method"], "mining.notify");
+    // Plain bytes on the TLS port are a TLS error: the connection ends,
+    // the server goes on (the TLS session above still works).
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.set_read_timeout(Some(T)).unwrap();
+    raw.write_all(b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n").unwrap();
+    let mut sink = Vec::new();
+    let _ = raw.read_to_end(&mut sink);
+    tls_stream.get_mut().write_all(b"{\"id\":3,\"method\":\"mining.suggest_difficulty\",\"params\":[0.001]}\n").unwrap();
+    let mut line = String::new();
+    tls_stream.read_line(&mut line).unwrap();
+    assert!(line.contains("set_difficulty") || line.contains("\"id\":3"), "{line}");
+}

@@ -153,10 +153,14 @@ fn a_stratum_miner_finds_devnet_blocks_through_the_engine() {
     let data = dir.path().join("data");
     let mut c = otedama();
     c.args(["--data-dir", data.to_str().unwrap(), "--gateway-listen", "127.0.0.1:0", "--pool-devnet-rpc", "127.0.0.1:0"]);
-    c.args(["--stratum-host", "127.0.0.1", "--stratum-port", "0", "engine"]);
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    c.args(["--stratum-host", "127.0.0.1", "--stratum-port", "0", "--stratum-tls-port", &tls_port, "engine"]);
     let mut e = Spawned::start(c);
     let line = e.wait_for_line("pool chain side");
     let addr = stratum_addr(&line);
+    // TLS beside it, with a certificate generated into the data directory.
+    assert!(line.contains(&format!("Stratum over TLS on 127.0.0.1:{tls_port}")), "{line}");
+    assert!(data.join("pool/tls/cert.pem").is_file() && data.join("pool/tls/key.pem").is_file());
     let rpc = line.split("JSON-RPC on ").nth(1).unwrap().split(' ').next().unwrap().to_string();
     let cookie = std::fs::read_to_string(data.join("devnet/devnet-sha256d/.cookie")).unwrap();
     let node = Node::new(&format!("http://{cookie}@{rpc}")).unwrap();

@@ -371,6 +371,12 @@ pub struct StratumConfig {
     /// Segment size of each shard's share journal (bytes; the writer keeps
     /// the current and the prepared segments resident).
     pub journal_segment_bytes: u64,
+    /// Port for Stratum over TLS on `host` (0: none).
+    pub tls_port: u16,
+    /// PEM certificate chain and private key for TLS; both empty: a
+    /// self-signed certificate generated once into `<data_dir>/pool/tls`.
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for StratumConfig {
@@ -399,6 +405,9 @@ impl Default for StratumConfig {
             recv_buffer_size: 2048,
             confirm_wait_ms: 2000,
             journal_segment_bytes: 16 << 20,
+            tls_port: 0,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -483,6 +492,23 @@ impl StratumConfig {
         c.verify_workers = self.verify_workers;
         c.recv_buffers = self.recv_buffers;
         c.recv_buffer_size = self.recv_buffer_size;
+        if self.tls_port != 0 || !self.tls_cert.is_empty() {
+            use otedama_net::stratum_server::tls;
+            let (cert, key) = match (self.tls_cert.is_empty(), self.tls_key.is_empty()) {
+                (true, true) => {
+                    let mut names = vec!["localhost".to_string()];
+                    if !host.is_unspecified() {
+                        names.push(host.to_string());
+                    }
+                    tls::self_signed(&c.journal_dir.join("tls"), &names)?
+                }
+                (false, false) => (PathBuf::from(&self.tls_cert), PathBuf::from(&self.tls_key)),
+                _ => anyhow::bail!("stratum.tls_cert and stratum.tls_key go together"),
+            };
+            let config = tls::server_config(&cert, &key)?;
+            c.tls = Some(otedama_net::stratum_server::TlsListen { listen: std::net::SocketAddr::new(host, self.tls_port), config });
+            c.tls_cert = Some(cert);
+        }
         c.journal = otedama_journal::Options { segment_bytes: self.journal_segment_bytes, ..journal };
         c.journal.validate()?;
         c.confirm_wait = ms(self.confirm_wait_ms);
@@ -758,6 +784,9 @@ overrides!(StratumOverrides {
     recv_buffer_size: usize = "stratum-recv-buffer-size", "receive buffer size, bytes [env: OTEDAMA_STRATUM__RECV_BUFFER_SIZE]";
     confirm_wait_ms: u64 = "stratum-confirm-wait-ms", "wait for a block on the nodes' tips, ms [env: OTEDAMA_STRATUM__CONFIRM_WAIT_MS]";
     journal_segment_bytes: u64 = "stratum-journal-segment-bytes", "share journal segment size [env: OTEDAMA_STRATUM__JOURNAL_SEGMENT_BYTES]";
+    tls_port: u16 = "stratum-tls-port", "Stratum over TLS port, 0: none [env: OTEDAMA_STRATUM__TLS_PORT]";
+    tls_cert: String = "stratum-tls-cert", "PEM certificate chain for TLS [env: OTEDAMA_STRATUM__TLS_CERT]";
+    tls_key: String = "stratum-tls-key", "PEM private key for TLS [env: OTEDAMA_STRATUM__TLS_KEY]";
 });
 
 overrides!(SupervisorOverrides {

@@ -63,7 +63,11 @@ struct Totals {
 fn resolve(url: &str) -> Result<std::net::SocketAddr> {
     use std::net::ToSocketAddrs;
     let hostport = url.trim_start_matches("stratum+tcp://").trim_end_matches('/');
-    hostport.to_socket_addrs().with_context(|| format!("resolving {hostport}"))?.next().with_context(|| format!("{hostport} has no address"))
+    hostport
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {hostport}"))?
+        .next()
+        .with_context(|| format!("{hostport} has no address"))
 }
 
 pub fn mine(args: MineArgs) -> Result<i32> {

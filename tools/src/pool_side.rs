@@ -87,8 +87,13 @@ pub fn start(cfg: &Config) -> Result<Option<PoolSide>> {
     tcfg.refresh = Duration::from_millis(p.refresh_ms.max(100));
     let (tx, rx) = mpsc::channel();
     let difficulty = scfg.rules.difficulty;
+    let cert = scfg.tls_cert.clone();
     let stratum = StratumServer::start(scfg, nodes.clone(), rx).context("starting the Stratum server")?;
-    let summary = format!("{summary}; Stratum V1 on {} (difficulty {difficulty})", stratum.local_addr());
+    let mut summary = format!("{summary}; Stratum V1 on {} (difficulty {difficulty})", stratum.local_addr());
+    if let (Some(a), Some(cert)) = (stratum.tls_addr(), cert) {
+        let fp = otedama_net::stratum_server::tls::fingerprint(&cert)?;
+        summary.push_str(&format!("; Stratum over TLS on {a} (certificate {}, SHA-256 {fp})", cert.display()));
+    }
     let task = TemplateTask::start(nodes, tcfg, tx);
     Ok(Some(PoolSide { devnet: rpc, task: Some(task), stratum: Some(stratum), summary }))
 }

@@ -20,6 +20,7 @@
 
 mod bufring;
 mod shard;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -84,8 +85,18 @@ pub struct StratumConfig {
     /// segment preparation, job fan-out, block submission, verification
     /// workers), so they never preempt a shard; `None`: unpinned.
     pub housekeeping_core: Option<usize>,
+    /// A second port speaking Stratum over TLS, served by the same shards.
+    pub tls: Option<TlsListen>,
+    /// The certificate file behind `tls` (for the start line's fingerprint).
+    pub tls_cert: Option<PathBuf>,
     /// Benchmarks only: the same shards with the Stratum work taken out.
     pub baseline: Baseline,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    pub listen: SocketAddr,
+    pub config: Arc<rustls::ServerConfig>,
 }
 
 /// What a shard does with a line. Anything but `Stratum` exists for
@@ -128,6 +139,8 @@ impl StratumConfig {
             journal: JournalOptions::default(),
             confirm_wait: Duration::from_secs(2),
             housekeeping_core: None,
+            tls: None,
+            tls_cert: None,
             baseline: Baseline::Stratum,
         }
     }
@@ -229,6 +242,7 @@ pub struct ShardReport {
 
 pub struct StratumServer {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     shards: Vec<JoinHandle<Result<ShardReport, String>>>,
     wakers: Vec<Arc<Waker>>,
@@ -265,7 +279,8 @@ impl StratumServer {
                 }
                 let dir = jdir.join("blocks");
                 // Blocks are rare: the writeback thread sleeps until one comes.
-                let no_wait = JournalOptions { segment_bytes: 1 << 20, flusher_spin: Duration::ZERO, writeback_delay: Duration::ZERO, ..jcfg };
+                let no_wait =
+                    JournalOptions { segment_bytes: 1 << 20, flusher_spin: Duration::ZERO, writeback_delay: Duration::ZERO, ..jcfg };
                 let blocks = Journal::open(&dir, no_wait).map_err(|e| err(&dir, e))?;
                 Ok((journals, blocks))
             })
@@ -275,6 +290,14 @@ impl StratumServer {
 
         let listeners = listener::bind_reuseport(cfg.listen, n)?;
         let addr = listener::local_addr(listeners[0])?;
+        let (tls_listeners, tls_addr) = match &cfg.tls {
+            Some(t) => {
+                let l = listener::bind_reuseport(t.listen, n)?;
+                let a = listener::local_addr(l[0])?;
+                (l.into_iter().map(Some).collect(), Some(a))
+            }
+            None => (vec![None; n], None),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(StratumCounters::default());
         let per_ip = Arc::new(PerIp::default());
@@ -285,12 +308,10 @@ impl StratumServer {
         let blocks = {
             let counters = counters.clone();
             let wait = cfg.confirm_wait;
-            std::thread::Builder::new()
-                .name("block-submit".into())
-                .spawn(move || {
-                    pin(hk, "block submitter");
-                    block_submitter(nodes, block_journal, block_rx, wait, counters)
-                })?
+            std::thread::Builder::new().name("block-submit".into()).spawn(move || {
+                pin(hk, "block submitter");
+                block_submitter(nodes, block_journal, block_rx, wait, counters)
+            })?
         };
 
         let mut wakers = Vec::new();
@@ -328,6 +349,7 @@ impl StratumServer {
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut shards = Vec::new();
         let mut lists = listeners.into_iter();
+        let mut tls_lists = tls_listeners.into_iter();
         let mut jr = job_rx.into_iter();
         let mut vr = verified_rx.into_iter();
         let mut js = journals.into_iter();
@@ -336,6 +358,7 @@ impl StratumServer {
                 id: i as u16,
                 cfg: cfg.clone(),
                 listen_fd: lists.next().expect("one listener per shard"),
+                tls_listen_fd: tls_lists.next().expect("one entry per shard"),
                 jobs: jr.next().expect("ring"),
                 verified: vr.next().expect("channel"),
                 verify_tx: verify_tx.clone(),
@@ -385,6 +408,7 @@ impl StratumServer {
         };
         let server = StratumServer {
             addr,
+            tls_addr,
             stop,
             shards,
             wakers,
@@ -404,6 +428,11 @@ impl StratumServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS port's address, when one is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     pub fn counters(&self) -> &Arc<StratumCounters> {

@@ -50,6 +50,7 @@ pub(crate) struct Parts {
     pub id: u16,
     pub cfg: StratumConfig,
     pub listen_fd: RawFd,
+    pub tls_listen_fd: Option<RawFd>,
     pub jobs: rtrb::Consumer<JobMsg>,
     pub verified: crossbeam_channel::Receiver<Verified>,
     pub verify_tx: crossbeam_channel::Sender<VerifyReq>,
@@ -69,6 +70,8 @@ struct Conn {
     /// Stop reading; close once the queued lines are sent.
     close_after_flush: Option<Instant>,
     ip: Option<IpAddr>,
+    /// The TLS state of a connection on the TLS port.
+    tls: Option<Box<rustls::ServerConnection>>,
     session: Session,
     mining: bool,
     /// The start of a line whose end has not arrived yet.
@@ -92,6 +95,10 @@ pub(crate) struct Shard {
     cfg: StratumConfig,
     rules: Arc<otedama_engine::stratum::session::PortRules>,
     listen_fd: RawFd,
+    tls_fd: Option<RawFd>,
+    tls_cfg: Option<Arc<rustls::ServerConfig>>,
+    /// Plaintext out of TLS records, before it is split into lines.
+    plain: Vec<u8>,
     accepting: bool,
     conns: Vec<Conn>,
     free: Vec<u32>,
@@ -139,6 +146,9 @@ impl Shard {
             id: p.id,
             rules,
             listen_fd: p.listen_fd,
+            tls_fd: p.tls_listen_fd,
+            tls_cfg: p.cfg.tls.as_ref().map(|t| t.config.clone()),
+            plain: Vec::new(),
             accepting: true,
             conns: Vec::new(),
             free: Vec::new(),
@@ -184,8 +194,10 @@ impl Shard {
         }
     }
 
-    fn arm_accept(&mut self) {
-        let e = opcode::AcceptMulti::new(types::Fd(self.listen_fd)).flags(libc::SOCK_CLOEXEC).build().user_data(ud(OP_ACCEPT, 0, 0));
+    /// Multishot accept on the plain listener (`which` 0) or the TLS one (1).
+    fn arm_accept(&mut self, which: u32) {
+        let fd = if which == 1 { self.tls_fd.expect("a TLS listener") } else { self.listen_fd };
+        let e = opcode::AcceptMulti::new(types::Fd(fd)).flags(libc::SOCK_CLOEXEC).build().user_data(ud(OP_ACCEPT, which, 0));
         self.push_sqe(e);
     }
 
@@ -206,7 +218,10 @@ impl Shard {
     }
 
     pub fn run(mut self) -> Result<ShardReport, String> {
-        self.arm_accept();
+        self.arm_accept(0);
+        if self.tls_fd.is_some() {
+            self.arm_accept(1);
+        }
         self.arm_wake();
         let mut idle = 0u32;
         loop {
@@ -300,12 +315,12 @@ impl Shard {
         match op {
             OP_ACCEPT => {
                 if res >= 0 {
-                    self.accepted(res);
+                    self.accepted(res, slot == 1);
                 } else if res != -libc::ECANCELED {
                     tracing::warn!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "accept failed");
                 }
                 if !cqueue::more(flags) && self.accepting {
-                    self.arm_accept();
+                    self.arm_accept(slot);
                 }
             }
             OP_WAKE => self.arm_wake(),
@@ -325,7 +340,11 @@ impl Shard {
                         c.recv_armed = false;
                     }
                     if c.close_after_flush.is_none() && !c.closing {
-                        self.on_bytes(slot)?;
+                        if c.tls.is_some() {
+                            self.on_tls_bytes(slot)?;
+                        } else {
+                            self.on_bytes(slot)?;
+                        }
                     }
                     let c = &self.conns[slot as usize];
                     if !c.recv_armed && c.open && !c.closing && c.close_after_flush.is_none() {
@@ -390,7 +409,7 @@ impl Shard {
         Ok(())
     }
 
-    fn accepted(&mut self, fd: RawFd) {
+    fn accepted(&mut self, fd: RawFd, tls: bool) {
         let refuse = |why: &str, s: &Shard| {
             tracing::debug!(shard = s.id, why, "connection refused");
             // SAFETY: the descriptor the kernel just gave us.
@@ -416,6 +435,7 @@ impl Shard {
                     closing: false,
                     close_after_flush: None,
                     ip: None,
+                    tls: None,
                     session: Session::new(self.rules.clone()),
                     mining: false,
                     partial: Vec::new(),
@@ -441,8 +461,25 @@ impl Shard {
             }
         };
         let _ = crate::gateway::listener::nodelay(fd);
+        let tls = match (tls, &self.tls_cfg) {
+            (true, Some(cfg)) => match rustls::ServerConnection::new(cfg.clone()) {
+                Ok(t) => Some(Box::new(t)),
+                Err(e) => {
+                    tracing::warn!(shard = self.id, error = %e, "TLS session refused");
+                    if let Some(ip) = ip {
+                        self.per_ip.leave(ip);
+                    }
+                    self.free.push(slot);
+                    // SAFETY: the descriptor the kernel just gave us.
+                    unsafe { libc::close(fd) };
+                    return;
+                }
+            },
+            _ => None,
+        };
         let now = self.now;
         let c = &mut self.conns[slot as usize];
+        c.tls = tls;
         c.fd = fd;
         c.open = true;
         c.closing = false;
@@ -517,6 +554,75 @@ impl Shard {
             c.partial_since = now;
         }
         Ok(())
+    }
+
+    /// Decrypts what arrived on a TLS connection, answers the handshake,
+    /// and handles the plaintext's lines. A TLS error sends its alert and
+    /// closes the connection.
+    fn on_tls_bytes(&mut self, slot: u32) -> Result<(), String> {
+        use std::io::Read;
+        let rx = std::mem::take(&mut self.rx);
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.clear();
+        let mut failed = None;
+        {
+            let tls = self.conns[slot as usize].tls.as_mut().expect("a TLS connection");
+            let mut rd: &[u8] = &rx;
+            while !rd.is_empty() {
+                if let Err(e) = tls.read_tls(&mut rd) {
+                    failed = Some(e.to_string());
+                    break;
+                }
+                match tls.process_new_packets() {
+                    Ok(st) => {
+                        let n = st.plaintext_bytes_to_read();
+                        if n > 0 {
+                            let at = plain.len();
+                            plain.resize(at + n, 0);
+                            if tls.reader().read_exact(&mut plain[at..]).is_err() {
+                                plain.truncate(at);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        self.rx = rx;
+        self.tls_flush(slot);
+        let r = match failed {
+            Some(e) => {
+                tracing::info!(shard = self.id, slot, error = %e, "TLS error; disconnecting");
+                self.close_after_flush(slot);
+                Ok(())
+            }
+            None if plain.len() > self.cfg.max_line.saturating_mul(64) => self.line_too_long(slot),
+            None if plain.is_empty() => Ok(()),
+            None => self.on_bytes_in(slot, &plain),
+        };
+        if plain.capacity() > KEEP_QUEUE {
+            plain = Vec::new();
+        }
+        self.plain = plain;
+        r
+    }
+
+    /// Moves a TLS connection's pending records (handshake, alerts,
+    /// encrypted lines) into its outbound queue.
+    fn tls_flush(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        let Some(t) = c.tls.as_mut() else { return };
+        while t.wants_write() {
+            if t.write_tls(&mut c.out).is_err() {
+                break;
+            }
+        }
+        if !c.out.is_empty() {
+            self.mark_dirty(slot);
+        }
     }
 
     fn readable(&self, slot: u32) -> bool {
@@ -699,7 +805,18 @@ impl Shard {
             self.start_close(slot);
             return;
         }
-        c.out.extend_from_slice(bytes);
+        match c.tls.as_mut() {
+            Some(t) => {
+                use std::io::Write;
+                let _ = t.writer().write_all(bytes);
+                while t.wants_write() {
+                    if t.write_tls(&mut c.out).is_err() {
+                        break;
+                    }
+                }
+            }
+            None => c.out.extend_from_slice(bytes),
+        }
         self.mark_dirty(slot);
     }
 
@@ -778,6 +895,7 @@ impl Shard {
         c.out = Vec::new();
         c.flight = Vec::new();
         c.partial = Vec::new();
+        c.tls = None;
         if c.mining {
             c.mining = false;
             self.counters.sessions_mining.fetch_sub(1, Ordering::Relaxed);
@@ -832,10 +950,18 @@ impl Shard {
         self.accepting = false;
         let e = opcode::AsyncCancel::new(ud(OP_ACCEPT, 0, 0)).build().user_data(ud(OP_CANCEL, 0, 0));
         self.push_sqe(e);
+        if self.tls_fd.is_some() {
+            let e = opcode::AsyncCancel::new(ud(OP_ACCEPT, 1, 0)).build().user_data(ud(OP_CANCEL, 0, 0));
+            self.push_sqe(e);
+        }
         let reconnect = b"{\"id\":null,\"method\":\"client.reconnect\",\"params\":[]}\n";
         for slot in 0..self.conns.len() as u32 {
             if self.conns[slot as usize].open && !self.conns[slot as usize].closing {
                 self.queue(slot, reconnect);
+                if let Some(t) = self.conns[slot as usize].tls.as_mut() {
+                    t.send_close_notify();
+                }
+                self.tls_flush(slot);
                 self.close_after_flush(slot);
             }
         }
@@ -843,8 +969,11 @@ impl Shard {
     }
 
     fn finish_shutdown(&mut self, still_open: usize) {
-        // SAFETY: our listener; accept was cancelled.
+        // SAFETY: our listeners; accept was cancelled.
         unsafe { libc::close(self.listen_fd) };
+        if let Some(fd) = self.tls_fd {
+            unsafe { libc::close(fd) };
+        }
         if still_open > 0 {
             tracing::warn!(shard = self.id, still_open, "connections did not close in time; leaking their buffers");
             for c in &mut self.conns {

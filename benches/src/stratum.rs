@@ -148,6 +148,7 @@ pub fn server_main(a: &ServerArgs) -> Result<()> {
         min_difficulty: 1e-12,
         max_difficulty: 1e12,
         ntime_future: 7200,
+        solo: false,
     };
     let mut cfg = StratumConfig::parking("127.0.0.1:0".parse().expect("addr"), rules, a.dir.clone());
     cfg.cores = vec![a.core];

@@ -40,6 +40,7 @@ fn rules() -> PortRules {
         min_difficulty: 1e-6,
         max_difficulty: 1e6,
         ntime_future: 7200,
+        solo: false,
     }
 }
 

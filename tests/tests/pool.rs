@@ -304,3 +304,40 @@ fn otedama_mine_mines_devnet_blocks_through_the_engine() {
     let blocks = journal_records(&data.join("pool/blocks"), otedama_journal::kinds::BLOCK_FOUND);
     assert_eq!(blocks.len() as u64, accepted);
 }
+
+#[test]
+fn solo_mode_pays_each_block_to_the_miner_who_found_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut c = otedama();
+    c.args(["--data-dir", data.to_str().unwrap(), "--gateway-listen", "127.0.0.1:0", "--pool-devnet-rpc", "127.0.0.1:0", "--solo"]);
+    c.args(["--stratum-host", "127.0.0.1", "--stratum-port", "0", "engine"]);
+    let mut e = Spawned::start(c);
+    let line = e.wait_for_line("pool chain side");
+    let addr = stratum_addr(&line);
+    let rpc = line.split("JSON-RPC on ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let cookie = std::fs::read_to_string(data.join("devnet/devnet-sha256d/.cookie")).unwrap();
+    let node = Node::new(&format!("http://{cookie}@{rpc}")).unwrap();
+    let (mut en2, mut last) = (0, [0u8; 32]);
+    // Two miners, two addresses: each block pays whoever found it.
+    for (i, key) in [[3u8; 20], [4u8; 20]].iter().enumerate() {
+        let payout = bech32::segwit::encode(bech32::hrp::BCRT, bech32::segwit::VERSION_0, key).unwrap();
+        let worker = format!("{payout}.solo{i}");
+        let mut m = MinerSession::connect(addr, &worker, "d=0.0001", false, Duration::from_secs(10)).unwrap();
+        let id = mine_block_through_stratum(&mut m, &worker, Family::Sha256d, &mut en2, &mut last);
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let hex = loop {
+            match node.call("getblock", json!([id, 0]), Duration::from_secs(5)) {
+                Ok(Value::String(h)) => break h,
+                _ => {
+                    assert!(std::time::Instant::now() < until, "block {id} never reached the devnet");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        let script = format!("0014{}", encode_hex(key));
+        assert!(hex.contains(&script), "block {i}'s coinbase pays its finder {payout}");
+    }
+    e.signal(libc::SIGTERM);
+    assert!(e.finish().0.success());
+}

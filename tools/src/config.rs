@@ -290,6 +290,9 @@ pub struct PoolConfig {
     /// Where the coinbase pays (pool mode). Empty on the devnet: an
     /// anyone-can-spend output (`OP_TRUE`).
     pub payout_address: String,
+    /// Solo mining: each miner's coinbase pays the miner's own address
+    /// (the username); `payout_address` is then not needed.
+    pub solo: bool,
     /// Pool tag after the extranonce in the coinbase scriptSig.
     pub coinbase_tag: String,
     pub extranonce1_size: usize,
@@ -313,6 +316,7 @@ impl Default for PoolConfig {
             coin: CoinChoice::DevnetSha256d,
             nodes: vec![],
             payout_address: String::new(),
+            solo: false,
             coinbase_tag: "/otedama/".into(),
             extranonce1_size: 4,
             extranonce2_size: 8,
@@ -475,6 +479,7 @@ impl StratumConfig {
             min_difficulty: self.min_difficulty,
             max_difficulty: self.max_difficulty,
             ntime_future: self.ntime_future_s,
+            solo: pool.solo,
         };
         let ms = std::time::Duration::from_millis;
         let mut c = otedama_net::stratum_server::StratumConfig::parking(std::net::SocketAddr::new(host, self.port), rules, journal_dir);
@@ -649,6 +654,16 @@ pub struct PoolOverrides {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payout_address: Option<String>,
+    #[arg(
+        long = "pool-solo",
+        visible_alias = "solo",
+        global = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        help = "solo mining: each miner's coinbase pays its own address [env: OTEDAMA_POOL__SOLO]"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub solo: Option<bool>,
     #[arg(long = "pool-coinbase-tag", global = true, help = "pool tag in the coinbase [env: OTEDAMA_POOL__COINBASE_TAG]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coinbase_tag: Option<String>,
@@ -689,6 +704,7 @@ impl PoolOverrides {
             && self.coin.is_none()
             && self.nodes.is_none()
             && self.payout_address.is_none()
+            && self.solo.is_none()
             && self.coinbase_tag.is_none()
             && self.extranonce1_size.is_none()
             && self.extranonce2_size.is_none()

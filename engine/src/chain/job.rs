@@ -8,7 +8,7 @@
 //! share becomes a block with a few copies. Layouts: `engine/CHAIN.md`.
 
 use super::address::{Coin, Network};
-use super::encode::{bip34_height, push_varint};
+use super::encode::{bip34_height, push_varint, read_varint};
 use super::{decode_hex, encode_hex, from_display_hex, merkle, sha256d};
 use crate::chain::template::Template;
 use otedama_hashers::Target;
@@ -79,11 +79,16 @@ pub struct Job {
     pub coinb2: Vec<u8>,
     pub branch: Vec<[u8; 32]>,
     extranonce_size: (usize, usize),
-    /// Transactions after the coinbase, serialized as the node sent them.
-    txs: Vec<u8>,
+    /// Where the payout output's script length starts in `coinb2`, and
+    /// the script's length (what [`Job::with_payout`] replaces).
+    payout_at: usize,
+    payout_len: usize,
+    /// Transactions after the coinbase, serialized as the node sent them
+    /// (shared by the job's payout variants).
+    txs: std::sync::Arc<[u8]>,
     tx_count: usize,
     /// Litecoin's MWEB extension block.
-    mweb: Option<Vec<u8>>,
+    mweb: Option<std::sync::Arc<[u8]>>,
     /// The coinbase carries the witness reserved value (segwit commitment).
     witness: bool,
 }
@@ -151,6 +156,7 @@ impl Job {
         coinb2.extend_from_slice(&u32::MAX.to_le_bytes()); // sequence
         push_varint(&mut coinb2, 1 + u64::from(commitment.is_some()));
         coinb2.extend_from_slice(&t.coinbasevalue.to_le_bytes());
+        let payout_at = coinb2.len();
         push_varint(&mut coinb2, payout_script.len() as u64);
         coinb2.extend_from_slice(payout_script);
         if let Some(c) = &commitment {
@@ -175,11 +181,28 @@ impl Job {
             coinb2,
             branch: merkle::coinbase_branch(&ids),
             extranonce_size: (config.extranonce1_size, config.extranonce2_size),
-            txs,
+            payout_at,
+            payout_len: payout_script.len(),
+            txs: txs.into(),
             tx_count: 1 + t.transactions.len(),
-            mweb,
+            mweb: mweb.map(Into::into),
             witness: commitment.is_some(),
         })
+    }
+
+    /// The same work with the whole coinbase value paid to `payout_script`
+    /// instead (solo mining: the miner's own address). Only `coinb2`
+    /// changes: the merkle branch and the witness commitment do not cover
+    /// the coinbase. The transactions are shared, not copied.
+    pub fn with_payout(&self, payout_script: &[u8]) -> Job {
+        let mut coinb2 = Vec::with_capacity(self.coinb2.len() + payout_script.len());
+        coinb2.extend_from_slice(&self.coinb2[..self.payout_at]);
+        push_varint(&mut coinb2, payout_script.len() as u64);
+        coinb2.extend_from_slice(payout_script);
+        let (_, n) = read_varint(&self.coinb2[self.payout_at..]).expect("written by Job::new");
+        let old_end = self.payout_at + n + self.payout_len;
+        coinb2.extend_from_slice(&self.coinb2[old_end..]);
+        Job { coinb2, payout_len: payout_script.len(), ..self.clone() }
     }
 
     /// The coinbase without its witness (what its id covers).
@@ -322,6 +345,23 @@ mod tests {
             let h = a.header(&[1; 4], &[2; 8], 1_700_000_200, 7, 0x2000_0000);
             assert_eq!((&a.coinb1, &a.coinb2, &a.branch), (&b.coinb1, &b.coinb2, &b.branch));
             assert_eq!(a.block(&h, &[1; 4], &[2; 8]), b.block(&h, &[1; 4], &[2; 8]));
+        }
+    }
+
+    #[test]
+    fn a_payout_variant_equals_the_job_built_for_that_script() {
+        for (txs, segwit, mweb) in [(0, false, false), (5, true, true)] {
+            let t = template(txs, segwit, mweb);
+            let pool = Job::new(3, &t, &config(), &[0x51]).unwrap();
+            for script in [vec![0x00, 0x14].into_iter().chain([7u8; 20]).collect::<Vec<u8>>(), vec![0x6a; 300]] {
+                let direct = Job::new(3, &t, &config(), &script).unwrap();
+                let variant = pool.with_payout(&script);
+                assert_eq!((&variant.coinb1, &variant.coinb2, &variant.branch), (&direct.coinb1, &direct.coinb2, &direct.branch));
+                let h = variant.header(&[1; 4], &[2; 8], 1_700_000_200, 7, 0x2000_0000);
+                assert_eq!(variant.block(&h, &[1; 4], &[2; 8]), direct.block(&h, &[1; 4], &[2; 8]));
+                // And back again.
+                assert_eq!(variant.with_payout(&[0x51]).coinb2, pool.coinb2);
+            }
         }
     }
 

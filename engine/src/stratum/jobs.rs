@@ -1,7 +1,10 @@
 //! The jobs an I/O shard's sessions may submit shares for: the newest
 //! few of the current previous block, each with its `mining.notify` line
 //! (serialised once, sent as the same bytes to every session) and the set
-//! of shares already seen for it (duplicates are refused).
+//! of shares already seen for it (duplicates are refused). In solo mode a
+//! job has one variant per payout script (the coinbase pays the miner),
+//! each built and serialised once, when the first session paying that
+//! script needs it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,8 +12,19 @@ use std::sync::Arc;
 use super::session::notify_line;
 use crate::chain::job::Job;
 
+/// A job whose coinbase pays one miner's script.
+struct Variant {
+    job: Arc<Job>,
+    line: String,
+    clean_line: String,
+}
+
 struct Entry {
     job: Arc<Job>,
+    clean: bool,
+    /// Solo mode: by payout script. Ordered map: never iterated for a
+    /// result, ordered anyway so nothing could depend on hash order.
+    variants: std::collections::BTreeMap<Vec<u8>, Variant>,
     /// The notify line with `clean_jobs` as the job was announced, and as
     /// a clean one for sessions that start mining on it.
     line: String,
@@ -57,8 +71,28 @@ impl JobBook {
         let clean_line = if clean { line.clone() } else { notify_line(&job, true) };
         #[allow(clippy::disallowed_types)]
         let seen = std::collections::HashSet::new();
-        self.entries.push_back(Entry { job, line, clean_line, seen });
+        self.entries.push_back(Entry { job, clean, variants: Default::default(), line, clean_line, seen });
         &self.entries.back().expect("just pushed").line
+    }
+
+    /// Solo mode: job `id` paying `script`, and its notify line (as
+    /// announced, or with `clean_jobs` set), built on first use.
+    pub fn variant(&mut self, id: u64, script: &[u8], clean: bool) -> Option<(Arc<Job>, &str)> {
+        let e = self.entries.iter_mut().rev().find(|e| e.job.id == id)?;
+        let was_clean = e.clean;
+        let base = e.job.clone();
+        let v = e.variants.entry(script.to_vec()).or_insert_with(|| {
+            let job = Arc::new(base.with_payout(script));
+            let line = notify_line(&job, was_clean);
+            let clean_line = if was_clean { line.clone() } else { notify_line(&job, true) };
+            Variant { job, line, clean_line }
+        });
+        Some((v.job.clone(), if clean { &v.clean_line } else { &v.line }))
+    }
+
+    /// The newest job's id.
+    pub fn latest_id(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.job.id)
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<Job>> {

@@ -43,6 +43,9 @@ pub struct PortRules {
     /// How far past the later of the job's time and now a share's ntime
     /// may be (s).
     pub ntime_future: u32,
+    /// Solo mining: each session's coinbase pays its own payout address
+    /// (one address per connection).
+    pub solo: bool,
 }
 
 /// Hands out extranonce1 values unique across every shard.
@@ -107,6 +110,9 @@ struct Worker {
     name: String,
 }
 
+/// Solo mode's answer to a second payout address on one connection.
+const ONE_ADDRESS: &str = "Unauthorized worker: solo mining pays one address per connection";
+
 pub struct Session {
     rules: Arc<PortRules>,
     extranonce1: Option<Vec<u8>>,
@@ -122,6 +128,8 @@ pub struct Session {
     /// The last difficulty turned into a target, and that target (the
     /// conversion is exact, so worth keeping).
     target_cache: Option<(f64, Target)>,
+    /// Solo mode: the script the session's coinbase pays.
+    payout_script: Option<Vec<u8>>,
 }
 
 fn reply_ok(id: &str, result: &str) -> Event {
@@ -177,7 +185,14 @@ impl Session {
             extranonce_subscribed: false,
             job_difficulty: Vec::new(),
             target_cache: None,
+            payout_script: None,
         }
+    }
+
+    /// Solo mode: the script this session's jobs pay (set by its first
+    /// authorize).
+    pub fn payout_script(&self) -> Option<&[u8]> {
+        self.payout_script.as_deref()
     }
 
     pub fn extranonce1(&self) -> Option<&[u8]> {
@@ -204,10 +219,14 @@ impl Session {
     }
 
     /// The newest job, as a clean one, to a session that just started mining.
-    fn send_latest(&mut self, jobs: &JobBook, out: &mut Vec<Event>) {
-        if let Some((id, line)) = jobs.latest_clean() {
+    fn send_latest(&mut self, jobs: &mut JobBook, out: &mut Vec<Event>) {
+        let line = match &self.payout_script {
+            Some(script) => jobs.latest_id().and_then(|id| jobs.variant(id, script, true).map(|(_, l)| (id, l.to_string()))),
+            None => jobs.latest_clean().map(|(id, l)| (id, l.to_string())),
+        };
+        if let Some((id, line)) = line {
             self.on_job(id);
-            out.push(Event::Line(line.to_string()));
+            out.push(Event::Line(line));
         }
     }
 
@@ -295,8 +314,15 @@ impl Session {
             }
             Request::Authorize { user, password } => {
                 let addr = user.split_once('.').map_or(&*user, |(a, _)| a);
-                if let Err(e) = address::script_for(addr, self.rules.coin, self.rules.network) {
-                    out.push(reply_err(id, 24, &format!("Unauthorized worker: {e}")));
+                let script = match address::script_for(addr, self.rules.coin, self.rules.network) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        out.push(reply_err(id, 24, &format!("Unauthorized worker: {e}")));
+                        return;
+                    }
+                };
+                if self.rules.solo && self.payout_script.as_ref().is_some_and(|s| *s != script) {
+                    out.push(reply_err(id, 24, ONE_ADDRESS));
                     return;
                 }
                 if self.workers.len() >= MAX_WORKERS && !self.workers.iter().any(|w| w.name == *user) {
@@ -305,6 +331,9 @@ impl Session {
                 }
                 let d = password.split(',').find_map(|kv| kv.trim().strip_prefix("d=")).and_then(|v| v.parse::<f64>().ok());
                 let new_address = !self.workers.iter().any(|w| w.address == addr);
+                if self.rules.solo && self.payout_script.is_none() {
+                    self.payout_script = Some(script);
+                }
                 if !self.workers.iter().any(|w| w.name == *user) {
                     self.workers.push(Worker { address: addr.to_string(), name: user.to_string() });
                 }
@@ -338,7 +367,11 @@ impl Session {
         let Some(worker) = self.workers.iter().position(|w| w.name == s.worker) else {
             return out.push(reply_err(id, 24, "Unauthorized worker"));
         };
-        let Some(job) = jobs.get(s.job_id) else {
+        let job = match &self.payout_script {
+            Some(script) => jobs.variant(s.job_id, script, false).map(|(j, _)| j),
+            None => jobs.get(s.job_id),
+        };
+        let Some(job) = job else {
             return out.push(reply_err(id, 21, "Job not found"));
         };
         if s.extranonce2.len() != self.rules.extranonce2_size {
@@ -431,6 +464,7 @@ mod tests {
             min_difficulty: 1e-9,
             max_difficulty: 1e12,
             ntime_future: 7000,
+            solo: false,
         })
     }
 
@@ -626,6 +660,40 @@ mod tests {
         }
         assert_eq!(lines(&out)[0]["result"], true);
         assert!(matches!(&out[2], Event::Share(s) if s.block));
+    }
+
+    #[test]
+    fn solo_sessions_mine_a_coinbase_paying_their_own_address() {
+        let solo = Arc::new(PortRules { solo: true, ..(*rules()).clone() });
+        let mut jobs = JobBook::new(4, 1000);
+        jobs.push(job(1, false), true);
+        let mut m = Miner { s: Session::new(solo), jobs, en1s: ShardExtranonces::new(0, 4), now: 1_700_000_200 };
+        m.send(r#"{"id":1,"method":"mining.subscribe","params":[]}"#);
+        let out = m.send(&format!(r#"{{"id":2,"method":"mining.authorize","params":["{}.rig","d=0.0001"]}}"#, address()));
+        let script = address::script_for(&address(), Coin::Bitcoin, Network::Regtest).unwrap();
+        assert_eq!(m.s.payout_script(), Some(&script[..]));
+        let notify = lines(&out).into_iter().find(|l| l["method"] == "mining.notify").unwrap();
+        let coinb2 = notify["params"][3].as_str().unwrap();
+        assert!(coinb2.contains(&encode_hex(&script)), "the notify's coinbase pays the miner: {coinb2}");
+        // A second address on the same connection is refused.
+        let other = bech32::segwit::encode(bech32::hrp::BCRT, bech32::segwit::VERSION_0, &[8u8; 20]).unwrap();
+        let e = lines(&m.send(&format!(r#"{{"id":3,"method":"mining.authorize","params":["{other}","x"]}}"#)));
+        assert_eq!(e[0]["error"][0], 24);
+        // A block from this session pays the miner, and shares are judged
+        // against that variant.
+        let (variant, _) = m.jobs.variant(1, &script, false).unwrap();
+        let en2 = [0u8, 0, 0, 0, 0, 0, 0, 5];
+        let n = (0..)
+            .find(|&n| {
+                variant.target.is_met_by(&sha256d(&variant.header(m.s.extranonce1().unwrap(), &en2, variant.curtime, n, variant.version)))
+            })
+            .unwrap();
+        let out = m.submit(1, "0000000000000005", variant.curtime, n, None);
+        match &out[0] {
+            Event::Block { job, .. } => assert_eq!(job.coinb2, variant.coinb2),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(lines(&out)[0]["result"], true);
     }
 
     #[test]

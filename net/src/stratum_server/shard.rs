@@ -754,8 +754,8 @@ impl Shard {
         let mut did = false;
         while let Ok(m) = self.job_rx.pop() {
             did = true;
-            let id = m.job.id;
-            let line = self.jobs.push(m.job, m.clean).as_bytes().to_vec();
+            let (id, clean) = (m.job.id, m.clean);
+            let line = self.jobs.push(m.job, clean).as_bytes().to_vec();
             let stratum = self.cfg.baseline == Baseline::Stratum;
             for slot in 0..self.conns.len() as u32 {
                 let c = &mut self.conns[slot as usize];
@@ -763,7 +763,16 @@ impl Shard {
                     if stratum {
                         c.session.on_job(id);
                     }
-                    self.queue(slot, &line);
+                    match c.session.payout_script() {
+                        // Solo: the variant paying this session, serialised
+                        // once per payout script.
+                        Some(script) => {
+                            let script = script.to_vec();
+                            let line = self.jobs.variant(id, &script, clean).map(|(_, l)| l.as_bytes().to_vec()).unwrap_or_default();
+                            self.queue(slot, &line);
+                        }
+                        None => self.queue(slot, &line),
+                    }
                 }
             }
         }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod devnet_rpc;
 pub mod gateway;
 pub mod keys;
+pub mod miner_accounts;
 pub mod node;
 pub mod regtest;
 pub mod sequencer;

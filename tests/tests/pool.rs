@@ -180,6 +180,11 @@ fn a_stratum_miner_finds_devnet_blocks_through_the_engine() {
         }
         assert_eq!(node.call("getbestblockhash", json!([]), Duration::from_secs(5)).unwrap(), id);
     }
+    let miners = journal_records(&data.join("pool/miners"), otedama_journal::kinds::MINER_ACCOUNT);
+    assert_eq!(
+        miners.iter().map(|p| otedama_net::miner_accounts::decode_record(p).unwrap()).collect::<Vec<_>>(),
+        vec![(10_000, payout.clone())]
+    );
     e.signal(libc::SIGTERM);
     // Miners are asked to reconnect at shutdown.
     let mut asked = false;
@@ -207,6 +212,24 @@ fn a_stratum_miner_finds_devnet_blocks_through_the_engine() {
         .collect();
     assert_eq!(blocks.iter().map(|b| b.height).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert!(blocks.iter().all(|b| b.outcome == Outcome::Landed && b.finder == payout && b.worker == worker), "{blocks:?}");
+    // The payout address's first authorize gave it a ledger account (the
+    // first miner account, 10,000): recorded by the registry, then created
+    // in the engine by its admin command, journaled and applied there.
+    let mut r = otedama_journal::Reader::open(data.join("exchange"), 0, otedama_journal::ReaderOptions::default()).unwrap();
+    let mut created = false;
+    let mut after_create = false;
+    while let Some(rec) = r.try_next().unwrap() {
+        if rec.kind == otedama_journal::kinds::EXCHANGE_COMMAND {
+            let c = otedama_engine::codec::decode_command(rec.payload).unwrap();
+            after_create = matches!(c.kind, otedama_engine::CommandKind::CreateAccount { account } if account.0 == 10_000);
+        } else if rec.kind == otedama_journal::kinds::EXCHANGE_EVENTS && after_create {
+            let mut ev = Vec::new();
+            otedama_engine::codec::decode_events(rec.payload, &mut ev).unwrap();
+            created |= matches!(ev.as_slice(), [otedama_engine::Event::Done]);
+            after_create = false;
+        }
+    }
+    assert!(created, "the engine created account 10,000 for the miner");
 }
 
 #[test]

@@ -293,6 +293,12 @@ pub struct PoolConfig {
     /// Solo mining: each miner's coinbase pays the miner's own address
     /// (the username); `payout_address` is then not needed.
     pub solo: bool,
+    /// Ledger accounts of miners are numbered from here up (below
+    /// `engine.accounts_max`): a payout address's first authorize takes
+    /// the next one.
+    pub first_miner_account: u32,
+    /// New miner accounts per second at most.
+    pub miner_accounts_per_sec: u32,
     /// Pool tag after the extranonce in the coinbase scriptSig.
     pub coinbase_tag: String,
     pub extranonce1_size: usize,
@@ -317,6 +323,8 @@ impl Default for PoolConfig {
             nodes: vec![],
             payout_address: String::new(),
             solo: false,
+            first_miner_account: 10_000,
+            miner_accounts_per_sec: 100,
             coinbase_tag: "/otedama/".into(),
             extranonce1_size: 4,
             extranonce2_size: 8,
@@ -664,6 +672,20 @@ pub struct PoolOverrides {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub solo: Option<bool>,
+    #[arg(
+        long = "pool-first-miner-account",
+        global = true,
+        help = "first ledger account for miners [env: OTEDAMA_POOL__FIRST_MINER_ACCOUNT]"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_miner_account: Option<u32>,
+    #[arg(
+        long = "pool-miner-accounts-per-sec",
+        global = true,
+        help = "new miner accounts per second at most [env: OTEDAMA_POOL__MINER_ACCOUNTS_PER_SEC]"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub miner_accounts_per_sec: Option<u32>,
     #[arg(long = "pool-coinbase-tag", global = true, help = "pool tag in the coinbase [env: OTEDAMA_POOL__COINBASE_TAG]")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coinbase_tag: Option<String>,
@@ -705,6 +727,8 @@ impl PoolOverrides {
             && self.nodes.is_none()
             && self.payout_address.is_none()
             && self.solo.is_none()
+            && self.first_miner_account.is_none()
+            && self.miner_accounts_per_sec.is_none()
             && self.coinbase_tag.is_none()
             && self.extranonce1_size.is_none()
             && self.extranonce2_size.is_none()

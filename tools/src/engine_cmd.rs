@@ -49,7 +49,8 @@ pub fn engine(cfg: &Config) -> Result<i32> {
     let gw_cfg = cfg.gateway.to_net(&cfg.data_dir)?;
     let (exchange, journal) = recover(cfg)?;
     let keys_path = keys::path_in(&cfg.data_dir);
-    let n_keys = KeyStore::load(&keys_path)?.keys.len();
+    // Operators' keys (the engine's own, for miner accounts, aside).
+    let n_keys = KeyStore::load(&keys_path)?.keys.iter().filter(|k| k.label != crate::pool_side::ADMIN_KEY_LABEL).count();
     if n_keys == 0 {
         tracing::warn!(path = %keys_path.display(), "no API keys yet: add one with `otedama keys add --account N`");
     }
@@ -57,8 +58,16 @@ pub fn engine(cfg: &Config) -> Result<i32> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
     }
-    let pool = crate::pool_side::start(cfg).context("starting the pool's chain side")?;
+    let admin_key = crate::pool_side::ensure_admin_key(cfg).context("the engine's admin key for miner accounts")?;
     let gw = Gateway::start(gw_cfg.clone(), exchange, journal).context("starting the gateway")?;
+    // After the gateway: miners' ledger accounts are created through it.
+    let pool = match crate::pool_side::start(cfg, gw.local_addr(), admin_key) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = gw.shutdown();
+            return Err(e.context("starting the pool's chain side"));
+        }
+    };
     let core = |c: Option<usize>| c.map_or("unpinned".to_string(), |c| format!("core {c}"));
     let layout = if gw_cfg.colocated() {
         format!("I/O and engine shards in one thread on {} ({:?})", core(gw_cfg.engine_core), gw_cfg.io_poll)

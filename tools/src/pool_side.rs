@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use otedama_engine::chain::address;
 use otedama_engine::chain::job::CoinbaseConfig;
 use otedama_net::devnet_rpc::{DevnetRpc, DevnetRpcConfig};
+use otedama_net::miner_accounts::{MinerAccounts, MinerAccountsConfig};
 use otedama_net::node::Node;
 use otedama_net::stratum_server::StratumServer;
 use otedama_net::template_task::{TemplateTask, TemplateTaskConfig};
@@ -21,11 +22,44 @@ pub struct PoolSide {
     devnet: Option<DevnetRpc>,
     task: Option<TemplateTask>,
     stratum: Option<StratumServer>,
+    accounts: Option<MinerAccounts>,
     /// What to print at start.
     pub summary: String,
 }
 
-pub fn start(cfg: &Config) -> Result<Option<PoolSide>> {
+pub const ADMIN_KEY_LABEL: &str = "engine: miner accounts";
+
+/// The engine's own admin key for creating miners' ledger accounts: made
+/// once (the secret kept in `<data_dir>/pool/engine-admin.key`, mode 0600)
+/// and kept in the key store, which must happen before the gateway loads it.
+pub fn ensure_admin_key(cfg: &Config) -> Result<Option<(u64, [u8; 32])>> {
+    if !cfg.pool.enabled {
+        return Ok(None);
+    }
+    let dir = cfg.data_dir.join("pool");
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("engine-admin.key");
+    let store_path = otedama_net::keys::path_in(&cfg.data_dir);
+    let mut store = otedama_net::keys::KeyStore::load(&store_path)?;
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let parsed =
+            text.trim().split_once(':').and_then(|(i, s)| Some((otedama_net::keys::parse_id(i)?, otedama_net::keys::parse_secret(s)?)));
+        if let Some((id, secret)) = parsed {
+            if store.verify(id, &secret).is_some() {
+                return Ok(Some((id, secret)));
+            }
+        }
+    }
+    let k = store.add(0, true, ADMIN_KEY_LABEL)?;
+    store.save(&store_path)?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&file)?;
+    writeln!(f, "{:016x}:{}", k.id, hex::encode(k.secret))?;
+    Ok(Some((k.id, k.secret)))
+}
+
+pub fn start(cfg: &Config, gateway: std::net::SocketAddr, admin_key: Option<(u64, [u8; 32])>) -> Result<Option<PoolSide>> {
     let p = &cfg.pool;
     if !p.enabled {
         return Ok(None);
@@ -54,7 +88,30 @@ pub fn start(cfg: &Config) -> Result<Option<PoolSide>> {
     if !(2..=8).contains(&p.extranonce1_size) || p.extranonce2_size < 2 || coinbase.extranonce_size() > 32 {
         bail!("pool.extranonce1_size: 2 to 8 bytes; extranonce2_size: at least 2; at most 32 together");
     }
-    let scfg = cfg.stratum.to_net(p, cfg.journal.options(), cfg.data_dir.join("pool"))?;
+    let mut scfg = cfg.stratum.to_net(p, cfg.journal.options(), cfg.data_dir.join("pool"))?;
+    anyhow::ensure!(
+        p.first_miner_account < cfg.engine.accounts_max,
+        "pool.first_miner_account ({}) must be below engine.accounts_max ({})",
+        p.first_miner_account,
+        cfg.engine.accounts_max
+    );
+    let accounts = match admin_key {
+        Some(key) => Some(
+            MinerAccounts::start(MinerAccountsConfig {
+                journal_dir: cfg.data_dir.join("pool").join("miners"),
+                journal: otedama_journal::Options { segment_bytes: 1 << 20, ..cfg.journal.options() },
+                first_account: p.first_miner_account,
+                accounts_max: cfg.engine.accounts_max,
+                gateway,
+                key,
+                max_new_per_sec: p.miner_accounts_per_sec.max(1),
+            })
+            .map_err(anyhow::Error::msg)
+            .context("starting the miner accounts registry")?,
+        ),
+        None => None,
+    };
+    scfg.authorized = accounts.as_ref().map(MinerAccounts::sender);
     let mut rpc = None;
     let nodes: Vec<Node> = if p.nodes.is_empty() {
         if !devnet {
@@ -98,7 +155,7 @@ pub fn start(cfg: &Config) -> Result<Option<PoolSide>> {
         summary.push_str(&format!("; Stratum over TLS on {a} (certificate {}, SHA-256 {fp})", cert.display()));
     }
     let task = TemplateTask::start(nodes, tcfg, tx);
-    Ok(Some(PoolSide { devnet: rpc, task: Some(task), stratum: Some(stratum), summary }))
+    Ok(Some(PoolSide { devnet: rpc, task: Some(task), stratum: Some(stratum), accounts, summary }))
 }
 
 impl PoolSide {
@@ -106,6 +163,8 @@ impl PoolSide {
         // Miners first (asked to reconnect, their shares journaled and
         // synced, a block being submitted finished), then the templates.
         let stratum = self.stratum.take().map(StratumServer::shutdown);
+        // The shards are gone: the registry finishes what they sent.
+        let accounts = self.accounts.take().map(MinerAccounts::stop);
         if let Some(t) = self.task.take() {
             t.stop();
         }
@@ -114,6 +173,9 @@ impl PoolSide {
         }
         if let Some(Err(e)) = stratum {
             bail!("stopping the Stratum server: {e}");
+        }
+        if let Some(Err(e)) = accounts {
+            bail!("stopping the miner accounts registry: {e}");
         }
         Ok(())
     }

@@ -81,6 +81,9 @@ pub struct StratumConfig {
     pub journal: JournalOptions,
     /// How long block submission waits for the nodes' tips to show a block.
     pub confirm_wait: Duration,
+    /// Where each payout address's first authorize on a shard is sent
+    /// (the miner accounts registry); `None`: nowhere.
+    pub authorized: Option<mpsc::Sender<String>>,
     /// Core for the threads around the shards (journal writeback and
     /// segment preparation, job fan-out, block submission, verification
     /// workers), so they never preempt a shard; `None`: unpinned.
@@ -138,6 +141,7 @@ impl StratumConfig {
             journal_dir,
             journal: JournalOptions::default(),
             confirm_wait: Duration::from_secs(2),
+            authorized: None,
             housekeeping_core: None,
             tls: None,
             tls_cert: None,

@@ -701,7 +701,11 @@ impl Shard {
                 }
                 Event::Authorized { address } => {
                     self.counters.addresses_authorized.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(shard = self.id, %address, "payout address authorized");
+                    if let Some(tx) = &self.cfg.authorized {
+                        // The registry ignores addresses it knows; a gone
+                        // registry (shutting down) is no reason to stop.
+                        let _ = tx.send(address);
+                    }
                 }
                 Event::Verify(p) => {
                     let generation = self.conns[slot as usize].generation;

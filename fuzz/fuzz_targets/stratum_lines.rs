@@ -26,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
         min_difficulty: 1e-9,
         max_difficulty: 1e12,
         ntime_future: 7000,
+        // Solo sessions (a job variant per payout address) on odd inputs.
+        solo: data.first().is_some_and(|b| b & 1 == 1),
     });
     let t = Devnet::new(Algorithm::Sha256d, 1_700_000_000).template(1_700_000_100);
     let job = Arc::new(Job::new(1, &t, &CoinbaseConfig::new(Coin::Bitcoin, Network::Regtest), &[0x51]).unwrap());

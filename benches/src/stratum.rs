@@ -212,6 +212,23 @@ pub fn server_main(a: &ServerArgs) -> Result<()> {
     Ok(())
 }
 
+/// Starts `cmd` with piped stdin and stdout; its stdout lines arrive on
+/// the returned channel.
+fn spawn_piped(mut cmd: Command, what: &str) -> Result<(Child, ChildStdin, mpsc::Receiver<String>)> {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().with_context(|| format!("starting {what}"))?;
+    let stdin = child.stdin.take().expect("piped");
+    let out = BufReader::new(child.stdout.take().expect("piped"));
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in out.lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    Ok((child, stdin, lines))
+}
+
 struct Server {
     child: Child,
     stdin: ChildStdin,
@@ -237,17 +254,7 @@ impl Server {
         if baseline {
             cmd.arg("--baseline");
         }
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("starting the Stratum server process")?;
-        let stdin = child.stdin.take().expect("piped");
-        let out = BufReader::new(child.stdout.take().expect("piped"));
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in out.lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
+        let (child, stdin, lines) = spawn_piped(cmd, "the Stratum server process")?;
         let first = lines.recv_timeout(Duration::from_secs(30)).context("the server did not start")?;
         let addr = first.strip_prefix("listening ").context("server start line")?.parse()?;
         // Let the journal prepare its segments before memory is read.
@@ -286,17 +293,7 @@ impl Load {
         cmd.args(["loadgen", "stratum", &format!("--addr={addr}"), &format!("--core={core}"), &format!("--source={source}")]);
         cmd.arg(format!("--difficulty={BENCH_DIFFICULTY}"));
         cmd.args(extra);
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("starting otedama loadgen stratum")?;
-        let stdin = child.stdin.take().expect("piped");
-        let out = BufReader::new(child.stdout.take().expect("piped"));
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in out.lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
+        let (child, stdin, lines) = spawn_piped(cmd, "otedama loadgen stratum")?;
         Ok(Load { child, stdin, lines })
     }
 

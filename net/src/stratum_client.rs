@@ -117,6 +117,16 @@ pub enum Message {
     Other(Value),
 }
 
+/// Writes one request line with the next id; returns the id.
+fn send_request(w: &mut TcpStream, next_id: &mut u64, method: &str, params: Value) -> std::io::Result<u64> {
+    let id = *next_id;
+    *next_id += 1;
+    let mut line = json!({"id": id, "method": method, "params": params}).to_string();
+    line.push('\n');
+    w.write_all(line.as_bytes())?;
+    Ok(id)
+}
+
 /// A blocking Stratum V1 client.
 pub struct Client {
     reader: BufReader<TcpStream>,
@@ -135,12 +145,7 @@ impl Client {
 
     /// Sends a request; returns its id.
     pub fn request(&mut self, method: &str, params: Value) -> std::io::Result<u64> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut line = json!({"id": id, "method": method, "params": params}).to_string();
-        line.push('\n');
-        self.writer.write_all(line.as_bytes())?;
-        Ok(id)
+        send_request(&mut self.writer, &mut self.next_id, method, params)
     }
 
     /// Sends raw bytes (tests of bad input).
@@ -269,12 +274,7 @@ impl MinerSession {
 
     /// Sends a request; returns its id.
     pub fn request(&mut self, method: &str, params: Value) -> std::io::Result<u64> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut line = json!({"id": id, "method": method, "params": params}).to_string();
-        line.push('\n');
-        self.writer.write_all(line.as_bytes())?;
-        Ok(id)
+        send_request(&mut self.writer, &mut self.next_id, method, params)
     }
 
     /// Applies what a server message says to the session's state.

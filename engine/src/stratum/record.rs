@@ -56,17 +56,19 @@ fn clip(s: &str) -> &[u8] {
 }
 
 impl ShareRecord {
-    pub fn from_share(s: &AcceptedShare, height: u32, work: u128) -> ShareRecord {
+    /// The record of an accepted share whose work is `work` (the shard
+    /// keeps it per share target rather than dividing per share).
+    pub fn from_accepted(s: AcceptedShare, work: u128) -> ShareRecord {
         ShareRecord {
             job: s.job,
-            height,
+            height: s.height,
             share_target: s.share_target,
             network_target: s.network_target,
             work,
             time: s.time,
             block: s.block,
-            address: s.address.clone(),
-            worker: s.worker.clone(),
+            address: s.address,
+            worker: s.worker,
         }
     }
 

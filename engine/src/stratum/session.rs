@@ -74,6 +74,8 @@ pub struct AcceptedShare {
     pub address: String,
     pub worker: String,
     pub job: u64,
+    /// Height of the block the job builds.
+    pub height: u32,
     pub share_target: Target,
     pub network_target: Target,
     pub time: u32,
@@ -433,6 +435,7 @@ impl Session {
             address: w.address.clone(),
             worker: w.name.clone(),
             job: p.job.id,
+            height: p.job.height,
             share_target: p.share_target,
             network_target: p.job.target,
             time: now,

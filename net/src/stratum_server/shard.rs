@@ -733,8 +733,7 @@ impl Shard {
                         self.work_cache = (s.share_target, w);
                         w
                     };
-                    let height = self.jobs.get(s.job).map_or(0, |j| j.height);
-                    let rec = ShareRecord::from_share(&s, height, work);
+                    let rec = ShareRecord::from_accepted(s, work);
                     self.record_buf.clear();
                     rec.encode_into(&mut self.record_buf);
                     self.journal
@@ -1010,23 +1009,5 @@ fn error_code(line: &str) -> Option<u32> {
 }
 
 fn peer_ip(fd: RawFd) -> Option<IpAddr> {
-    // SAFETY: getpeername writes at most `len` bytes into our storage.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    if unsafe { libc::getpeername(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) } != 0 {
-        return None;
-    }
-    match ss.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the kernel wrote a sockaddr_in.
-            let sin: libc::sockaddr_in = unsafe { std::ptr::read((&ss as *const libc::sockaddr_storage).cast()) };
-            Some(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the kernel wrote a sockaddr_in6.
-            let s: libc::sockaddr_in6 = unsafe { std::ptr::read((&ss as *const libc::sockaddr_storage).cast()) };
-            Some(IpAddr::from(s.sin6_addr.s6_addr))
-        }
-        _ => None,
-    }
+    crate::gateway::listener::peer_addr(fd).ok().map(|a| a.ip())
 }

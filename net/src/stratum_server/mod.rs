@@ -381,7 +381,12 @@ impl StratumServer {
                 match shard::Shard::new(parts) {
                     Ok(s) => {
                         let _ = ready.send(Ok(()));
-                        s.run()
+                        let r = s.run();
+                        if let Err(e) = &r {
+                            // Its miners are cut off; the other shards go on.
+                            tracing::error!(shard = i, error = %e, "Stratum shard stopped");
+                        }
+                        r
                     }
                     Err(e) => {
                         let msg = e.to_string();

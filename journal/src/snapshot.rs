@@ -99,8 +99,10 @@ impl Snapshots {
             return Ok(Err("unsupported snapshot version"));
         }
         let seq = get_u64(&buf, 16);
-        let len = get_u64(&buf, 24) as usize;
-        if buf.len() != SNAPSHOT_HEADER_BYTES + len {
+        // Compared as u64 against what is there: a hostile length near
+        // 2^64 must not overflow an addition.
+        let len = get_u64(&buf, 24);
+        if (buf.len() - SNAPSHOT_HEADER_BYTES) as u64 != len {
             return Ok(Err("snapshot length mismatch"));
         }
         let data = buf.split_off(SNAPSHOT_HEADER_BYTES);
@@ -174,6 +176,12 @@ mod tests {
         let last = b.len() - 1;
         b[last] ^= 1;
         fs::write(&p, b).unwrap();
+        assert_eq!(s.latest().unwrap(), Some(Snapshot { seq: 20, data: b"twenty".to_vec() }));
+        // A header claiming a length near 2^64 (found by fuzzing) is damage,
+        // not an overflow.
+        let mut b = fs::read(s.dir().join(name(20))).unwrap();
+        b[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+        fs::write(s.dir().join(name(40)), b).unwrap();
         assert_eq!(s.latest().unwrap(), Some(Snapshot { seq: 20, data: b"twenty".to_vec() }));
     }
 }

@@ -342,6 +342,7 @@ fn solo_mode_pays_each_block_to_the_miner_who_found_it() {
     let cookie = std::fs::read_to_string(data.join("devnet/devnet-sha256d/.cookie")).unwrap();
     let node = Node::new(&format!("http://{cookie}@{rpc}")).unwrap();
     let (mut en2, mut last) = (0, [0u8; 32]);
+    let mut miners = Vec::new();
     // Two miners, two addresses: each block pays whoever found it.
     for (i, key) in [[3u8; 20], [4u8; 20]].iter().enumerate() {
         let payout = bech32::segwit::encode(bech32::hrp::BCRT, bech32::segwit::VERSION_0, key).unwrap();
@@ -360,7 +361,17 @@ fn solo_mode_pays_each_block_to_the_miner_who_found_it() {
         };
         let script = format!("0014{}", encode_hex(key));
         assert!(hex.contains(&script), "block {i}'s coinbase pays its finder {payout}");
+        miners.push((m, script));
     }
+    // The first miner stayed connected: the job the second miner's block
+    // brought reached it as its own variant, paying its own address.
+    let (m, script) = &mut miners[0];
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while m.job.as_ref().is_none_or(|j| j.prev == [0u8; 32] || encode_hex(&j.prev) == encode_hex(&last)) {
+        assert!(std::time::Instant::now() < until, "no new job for the first miner");
+        let _ = m.next_message(Duration::from_millis(200));
+    }
+    assert!(encode_hex(&m.job.as_ref().unwrap().coinb2).contains(script.as_str()), "the first miner's new job pays its own address");
     e.signal(libc::SIGTERM);
     assert!(e.finish().0.success());
 }

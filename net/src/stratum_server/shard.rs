@@ -709,15 +709,12 @@ impl Shard {
                 }
                 Event::Verify(p) => {
                     let generation = self.conns[slot as usize].generation;
-                    let id = p.id.clone();
-                    match self.verify_tx.try_send(VerifyReq { shard: self.id, slot, generation, pending: p }) {
-                        Ok(()) => {}
-                        Err(_) => {
-                            self.counters.verify_busy.fetch_add(1, Ordering::Relaxed);
-                            self.counters.errors[0].fetch_add(1, Ordering::Relaxed);
-                            let msg = format!("{{\"id\":{id},\"result\":null,\"error\":[20,\"Server busy: share not checked\",null]}}\n");
-                            self.queue(slot, msg.as_bytes());
-                        }
+                    if let Err(e) = self.verify_tx.try_send(VerifyReq { shard: self.id, slot, generation, pending: p }) {
+                        self.counters.verify_busy.fetch_add(1, Ordering::Relaxed);
+                        self.counters.errors[0].fetch_add(1, Ordering::Relaxed);
+                        let id = &e.into_inner().pending.id;
+                        let msg = format!("{{\"id\":{id},\"result\":null,\"error\":[20,\"Server busy: share not checked\",null]}}\n");
+                        self.queue(slot, msg.as_bytes());
                     }
                 }
                 Event::Block { job, header, extranonce1, extranonce2, address, worker } => {
@@ -760,6 +757,10 @@ impl Shard {
             let (id, clean) = (m.job.id, m.clean);
             let line = self.jobs.push(m.job, clean).as_bytes().to_vec();
             let stratum = self.cfg.baseline == Baseline::Stratum;
+            // Solo: each payout script's variant line, copied out of the
+            // job table once per job (not once per session).
+            let mut solo_lines: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::collections::BTreeMap::new();
+            let mut key = Vec::new();
             for slot in 0..self.conns.len() as u32 {
                 let c = &mut self.conns[slot as usize];
                 if c.mining && c.open && !c.closing && c.close_after_flush.is_none() {
@@ -770,9 +771,13 @@ impl Shard {
                         // Solo: the variant paying this session, serialised
                         // once per payout script.
                         Some(script) => {
-                            let script = script.to_vec();
-                            let line = self.jobs.variant(id, &script, clean).map(|(_, l)| l.as_bytes().to_vec()).unwrap_or_default();
-                            self.queue(slot, &line);
+                            key.clear();
+                            key.extend_from_slice(script);
+                            if !solo_lines.contains_key(&key) {
+                                let l = self.jobs.variant(id, &key, clean).map(|(_, l)| l.as_bytes().to_vec()).unwrap_or_default();
+                                solo_lines.insert(key.clone(), l);
+                            }
+                            self.queue(slot, &solo_lines[&key]);
                         }
                         None => self.queue(slot, &line),
                     }

@@ -16,6 +16,8 @@ pub const REGISTRY: &[(u16, &str, &str, &str)] = &[
     (0x0310, "devnet_block", "net", "a block the embedded devnet accepted, as submitted (engine/CHAIN.md)"),
     (0x0320, "share", "net", "an accepted Stratum share, written by the I/O shard that judged it (net/STRATUM.md)"),
     (0x0330, "miner_account", "net", "a payout address given a ledger account on its first authorize (net/STRATUM.md)"),
+    (0x0400, "session_open", "net", "an order-entry login the engine accepted: key, role, account, flags (net/PROTOCOL.md)"),
+    (0x0401, "session_close", "net", "an order-entry session ended (net/PROTOCOL.md)"),
     (0xF000, "test", "tests", "opaque test payload"),
     (0xF001, "bench", "benches", "opaque benchmark payload"),
 ];
@@ -27,6 +29,8 @@ pub const BLOCK_FOUND: u16 = 0x0300;
 pub const DEVNET_BLOCK: u16 = 0x0310;
 pub const SHARE: u16 = 0x0320;
 pub const MINER_ACCOUNT: u16 = 0x0330;
+pub const SESSION_OPEN: u16 = 0x0400;
+pub const SESSION_CLOSE: u16 = 0x0401;
 pub const TEST: u16 = 0xF000;
 pub const BENCH: u16 = 0xF001;
 

@@ -88,6 +88,12 @@ impl Reader {
         self.ctl.durable_seq()
     }
 
+    /// The process id the writer recorded (0: none; a writer killed
+    /// without closing leaves its id behind).
+    pub fn writer_pid(&self) -> u64 {
+        self.ctl.writer_pid()
+    }
+
     /// Whether a writer currently holds the journal.
     pub fn writer_alive(&self) -> bool {
         self.ctl.writer_pid() != 0

@@ -115,6 +115,11 @@ impl Snapshots {
         Ok(Ok(Snapshot { seq, data }))
     }
 
+    /// The snapshot at `seq`, checked (`Ok(Err(why))` when it does not check out).
+    pub fn read(&self, seq: u64) -> io::Result<Result<Snapshot, &'static str>> {
+        Self::read_file(&self.dir.join(name(seq)))
+    }
+
     /// Every snapshot file, oldest first, with whether it checks out.
     pub fn list(&self) -> io::Result<Vec<SnapshotInfo>> {
         let mut v = Vec::new();

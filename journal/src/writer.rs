@@ -677,6 +677,16 @@ impl Journal {
     }
 
     /// A handle other threads use to wait for durability.
+    /// The storage the journal writes to (readers in this process open it
+    /// with [`crate::Reader::open_with`]).
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        self.shared.storage.clone()
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
     pub fn durability_watch(&self) -> DurabilityWatch {
         DurabilityWatch { shared: self.shared.clone() }
     }

@@ -34,6 +34,8 @@ pub struct Client {
     next_client_seq: u64,
     pub account: u32,
     pub admin: bool,
+    /// 0 trader, 1 admin, 2 drop copy.
+    pub role: u8,
     /// The sequence number the next sequenced message should carry.
     pub next_seq: u64,
 }
@@ -51,6 +53,7 @@ impl Client {
             next_client_seq: 1,
             account: 0,
             admin: false,
+            role: 0,
             next_seq: 1,
         })
     }
@@ -63,7 +66,8 @@ impl Client {
         match c.recv()? {
             ServerMsg::LoginAccepted(m) => {
                 c.account = m.account;
-                c.admin = m.admin != 0;
+                c.admin = m.role == 1;
+                c.role = m.role;
                 c.next_seq = m.next_seq;
                 c.next_client_seq = m.last_client_seq + 1;
             }

@@ -26,6 +26,9 @@ pub struct KeyEntry {
     pub account: u32,
     /// May send admin commands and act for any account.
     pub admin: bool,
+    /// A drop-copy key: a read-only session that receives every execution
+    /// of these accounts (`account` is 0 and unused).
+    pub drop_copy: Option<Follow>,
     pub revoked: bool,
     /// Unix seconds.
     pub created: u64,
@@ -52,6 +55,54 @@ pub struct KeyStore {
     pub keys: Vec<KeyEntry>,
 }
 
+/// Which accounts a drop-copy session follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Follow {
+    All,
+    /// Sorted, without duplicates, at most [`FOLLOW_MAX`].
+    Accounts(Vec<u32>),
+}
+
+/// Most accounts one drop-copy key may list (`*` follows all).
+pub const FOLLOW_MAX: usize = 1024;
+
+impl Follow {
+    /// `*`, or account numbers separated by commas.
+    pub fn parse(s: &str) -> Option<Follow> {
+        if s == "*" {
+            return Some(Follow::All);
+        }
+        let mut v: Vec<u32> = s.split(',').map(|a| a.parse().ok()).collect::<Option<_>>()?;
+        v.sort_unstable();
+        v.dedup();
+        (!v.is_empty() && v.len() <= FOLLOW_MAX).then_some(Follow::Accounts(v))
+    }
+
+    pub fn covers(&self, account: u32) -> bool {
+        match self {
+            Follow::All => true,
+            Follow::Accounts(v) => v.binary_search(&account).is_ok(),
+        }
+    }
+}
+
+impl std::fmt::Display for Follow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Follow::All => f.write_str("*"),
+            Follow::Accounts(v) => {
+                for (i, a) in v.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{a}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A new key's credentials, shown to the operator once.
 #[derive(Debug, Clone, Copy)]
 pub struct NewKey {
@@ -61,6 +112,16 @@ pub struct NewKey {
 
 pub fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE)
+}
+
+impl KeyEntry {
+    pub fn role_name(&self) -> &'static str {
+        match (self.admin, &self.drop_copy) {
+            (_, Some(_)) => "dropcopy",
+            (true, None) => "admin",
+            (false, None) => "trader",
+        }
+    }
 }
 
 impl KeyStore {
@@ -83,12 +144,13 @@ impl KeyStore {
                 return Err(bad("expected: id account role state created hash [label]"));
             }
             let id = u64::from_str_radix(f[0], 16).map_err(|_| bad("id is not 16 hex digits"))?;
-            let account = f[1].parse().map_err(|_| bad("account is not a u32"))?;
-            let admin = match f[2] {
-                "admin" => true,
-                "trader" => false,
-                _ => return Err(bad("role must be admin or trader")),
+            let (admin, drop_copy) = match f[2] {
+                "admin" => (true, None),
+                "trader" => (false, None),
+                "dropcopy" => (false, Some(Follow::parse(f[1]).ok_or_else(|| bad("a drop-copy key follows `*` or accounts like 1,2,3"))?)),
+                _ => return Err(bad("role must be admin, trader or dropcopy")),
             };
+            let account = if drop_copy.is_some() { 0 } else { f[1].parse().map_err(|_| bad("account is not a u32"))? };
             let revoked = match f[3] {
                 "revoked" => true,
                 "active" => false,
@@ -101,7 +163,16 @@ impl KeyStore {
             if keys.iter().any(|k: &KeyEntry| k.id == id) {
                 return Err(bad("duplicate id"));
             }
-            keys.push(KeyEntry { id, account, admin, revoked, created, hash: f[5].into(), label: f.get(6).unwrap_or(&"").to_string() });
+            keys.push(KeyEntry {
+                id,
+                account,
+                admin,
+                drop_copy,
+                revoked,
+                created,
+                hash: f[5].into(),
+                label: f.get(6).unwrap_or(&"").to_string(),
+            });
         }
         Ok(KeyStore { keys })
     }
@@ -116,8 +187,8 @@ impl KeyStore {
             text.push_str(&format!(
                 "{:016x} {} {} {} {} {} {}\n",
                 k.id,
-                k.account,
-                if k.admin { "admin" } else { "trader" },
+                k.drop_copy.as_ref().map_or(k.account.to_string(), |f| f.to_string()),
+                k.role_name(),
                 if k.revoked { "revoked" } else { "active" },
                 k.created,
                 k.hash,
@@ -138,6 +209,15 @@ impl KeyStore {
     /// Makes a key for `account`. The secret is returned once and stored
     /// only as its hash.
     pub fn add(&mut self, account: u32, admin: bool, label: &str) -> Result<NewKey, KeyError> {
+        self.add_key(account, admin, None, label)
+    }
+
+    /// Makes a drop-copy key following `follow`.
+    pub fn add_drop_copy(&mut self, follow: Follow, label: &str) -> Result<NewKey, KeyError> {
+        self.add_key(0, false, Some(follow), label)
+    }
+
+    fn add_key(&mut self, account: u32, admin: bool, drop_copy: Option<Follow>, label: &str) -> Result<NewKey, KeyError> {
         let mut rng = rand::rng();
         let mut id = rng.next_u64();
         while id == 0 || self.keys.iter().any(|k| k.id == id) {
@@ -147,7 +227,7 @@ impl KeyStore {
         rng.fill_bytes(&mut secret);
         let hash = Argon2::default().hash_password(&secret).map_err(|e| KeyError::Hash(e.to_string()))?.to_string();
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        self.keys.push(KeyEntry { id, account, admin, revoked: false, created, hash, label: label.into() });
+        self.keys.push(KeyEntry { id, account, admin, drop_copy, revoked: false, created, hash, label: label.into() });
         Ok(NewKey { id, secret })
     }
 
@@ -206,8 +286,12 @@ mod tests {
         wrong[0] ^= 1;
         assert!(s.verify(k.id, &wrong).is_none());
         assert!(s.verify(k.id ^ 1, &k.secret).is_none());
+        let d = s.add_drop_copy(Follow::parse("9,3,3").unwrap(), "risk").unwrap();
         s.revoke(k.id).unwrap();
         s.save(&path).unwrap();
+        let t = KeyStore::load(&path).unwrap();
+        assert_eq!(t.verify(d.id, &d.secret).unwrap().drop_copy, Some(Follow::Accounts(vec![3, 9])));
+        assert!(fs::read_to_string(&path).unwrap().contains(" 3,9 dropcopy active "));
         let s = KeyStore::load(&path).unwrap();
         assert!(s.verify(k.id, &k.secret).is_none());
         assert!(!fs::read_to_string(&path).unwrap().contains(&hex::encode(k.secret)));

@@ -1,11 +1,17 @@
 //! The engine shard's core loop step, without the rings: journal each
-//! command, apply it, journal the events it produced. And the inverse:
-//! replay a journal into an exchange, checking that every command
+//! command (with its origin: the session's key and `client_seq`), apply
+//! it, journal the events it produced. And the inverse: replay a journal
+//! into an exchange (and the session book), checking that every command
 //! reproduces the events that were journaled with it.
 
 use otedama_engine::codec::{CodecError, decode_command, decode_events, encode_command, encode_events};
 use otedama_engine::{Command, Event, Exchange};
 use otedama_journal::{Journal, JournalError, Reader, kinds};
+
+use crate::sessions::{self, SessionBook, SessionOpen};
+
+/// The version of command records this build writes (2: with the envelope).
+pub const COMMAND_VERSION: u16 = 2;
 
 /// Journal, then apply, then journal the events.
 pub struct Sequencer {
@@ -20,18 +26,31 @@ impl Sequencer {
         Sequencer { exchange, journal, buf: Vec::with_capacity(64 << 10), events: Vec::with_capacity(4096) }
     }
 
-    /// Journals `cmd`, applies it and journals its events; returns the
-    /// events and the command's journal sequence.
+    /// Journals `cmd` with no origin, applies it and journals its events;
+    /// returns the command's journal sequence and the events.
     pub fn submit(&mut self, cmd: &Command) -> Result<(u64, &[Event]), JournalError> {
+        let s = self.submit_from(0, 0, cmd)?;
+        Ok((s.command_seq, &self.events))
+    }
+
+    /// Journals `cmd` with its origin (key id, 0 for none, and
+    /// `client_seq`), applies it and journals its events.
+    pub fn submit_from(&mut self, origin_key: u64, client_seq: u64, cmd: &Command) -> Result<Submitted<'_>, JournalError> {
         self.buf.clear();
+        sessions::encode_envelope(origin_key, client_seq, &mut self.buf);
         encode_command(cmd, &mut self.buf);
-        let seq = self.journal.append(kinds::EXCHANGE_COMMAND, 1, cmd.ts, &self.buf)?;
+        let command_seq = self.journal.append(kinds::EXCHANGE_COMMAND, COMMAND_VERSION, cmd.ts, &self.buf)?;
         self.events.clear();
         self.exchange.apply(cmd, &mut self.events);
         self.buf.clear();
-        encode_events(seq, &self.events, &mut self.buf);
-        self.journal.append(kinds::EXCHANGE_EVENTS, 1, cmd.ts, &self.buf)?;
-        Ok((seq, &self.events))
+        encode_events(command_seq, &self.events, &mut self.buf);
+        let events_seq = self.journal.append(kinds::EXCHANGE_EVENTS, 1, cmd.ts, &self.buf)?;
+        Ok(Submitted { command_seq, events_seq, events: &self.events })
+    }
+
+    /// Journals a session record (`session_open` or `session_close`).
+    pub fn append_session(&mut self, kind: u16, ts: u64, payload: &[u8]) -> Result<u64, JournalError> {
+        self.journal.append(kind, 1, ts, payload)
     }
 
     pub fn exchange(&self) -> &Exchange {
@@ -45,6 +64,14 @@ impl Sequencer {
     pub fn into_parts(self) -> (Exchange, Journal) {
         (self.exchange, self.journal)
     }
+}
+
+/// What [`Sequencer::submit_from`] journaled and produced.
+pub struct Submitted<'a> {
+    pub command_seq: u64,
+    /// The events record: once it is durable, so is the command.
+    pub events_seq: u64,
+    pub events: &'a [Event],
 }
 
 /// What a replay did.
@@ -62,6 +89,10 @@ pub enum ReplayError {
     Journal(#[from] JournalError),
     #[error("record {seq}: {err}")]
     Decode { seq: u64, err: CodecError },
+    #[error("record {seq}: {err}")]
+    Session { seq: u64, err: sessions::RecordError },
+    #[error("command {seq} comes from key {key:016x}, which never logged in before it")]
+    UnknownOrigin { seq: u64, key: u64 },
     #[error("command {seq} has no events record after it")]
     MissingEvents { seq: u64 },
     #[error("command {seq}: replay produced different events (event {index}: journaled {journaled}, replayed {replayed})")]
@@ -71,21 +102,51 @@ pub enum ReplayError {
 /// Replays every exchange command the reader returns into `exchange`,
 /// comparing the events it produces with the journaled ones.
 pub fn replay(reader: &mut Reader, exchange: &mut Exchange) -> Result<ReplayReport, ReplayError> {
+    replay_with(reader, exchange, None, false)
+}
+
+/// [`replay`], also replaying the session records and the commands'
+/// origins into `book`, so every session name's numbering is rebuilt.
+/// `tailing`: the journal is being written (a follower); a command whose
+/// events record is not published yet is waited for (up to 5 s), not an
+/// error.
+pub fn replay_with(
+    reader: &mut Reader,
+    exchange: &mut Exchange,
+    mut book: Option<&mut SessionBook>,
+    tailing: bool,
+) -> Result<ReplayReport, ReplayError> {
     let mut report = ReplayReport { commands: 0, events: 0, last_seq: 0 };
     let mut produced = Vec::with_capacity(4096);
     let mut journaled = Vec::with_capacity(4096);
     loop {
-        let (seq, cmd) = {
+        let (seq, origin_key, client_seq, cmd) = {
             let Some(rec) = reader.try_next()? else { break };
             report.last_seq = rec.seq;
-            if rec.kind != kinds::EXCHANGE_COMMAND {
-                continue;
+            match rec.kind {
+                kinds::EXCHANGE_COMMAND => {}
+                kinds::SESSION_OPEN | kinds::SESSION_CLOSE => {
+                    if let Some(book) = book.as_deref_mut() {
+                        let bad = |err| ReplayError::Session { seq: rec.seq, err };
+                        if rec.kind == kinds::SESSION_OPEN {
+                            let o = SessionOpen::decode(rec.payload).map_err(bad)?;
+                            book.open(&o.binding, o.flags);
+                        } else {
+                            book.close(sessions::decode_close(rec.payload).map_err(bad)?.0);
+                        }
+                    }
+                    continue;
+                }
+                _ => continue,
             }
-            (rec.seq, decode_command(rec.payload).map_err(|err| ReplayError::Decode { seq: rec.seq, err })?)
+            let (origin_key, client_seq, body) =
+                sessions::split_envelope(rec.version, rec.payload).map_err(|err| ReplayError::Session { seq: rec.seq, err })?;
+            (rec.seq, origin_key, client_seq, decode_command(body).map_err(|err| ReplayError::Decode { seq: rec.seq, err })?)
         };
         produced.clear();
         exchange.apply(&cmd, &mut produced);
-        let Some(rec) = reader.try_next()? else { return Err(ReplayError::MissingEvents { seq }) };
+        let next = if tailing { reader.next_timeout(std::time::Duration::from_secs(5))? } else { reader.try_next()? };
+        let Some(rec) = next else { return Err(ReplayError::MissingEvents { seq }) };
         report.last_seq = rec.seq;
         if rec.kind != kinds::EXCHANGE_EVENTS {
             return Err(ReplayError::MissingEvents { seq });
@@ -102,6 +163,18 @@ pub fn replay(reader: &mut Reader, exchange: &mut Exchange) -> Result<ReplayRepo
                 journaled: journaled.get(index).map(|e| format!("{e:?}")).unwrap_or_else(|| "nothing".into()),
                 replayed: produced.get(index).map(|e| format!("{e:?}")).unwrap_or_else(|| "nothing".into()),
             });
+        }
+        if let Some(book) = book.as_deref_mut() {
+            let origin = match origin_key {
+                0 => None,
+                k => Some(book.find(k).ok_or(ReplayError::UnknownOrigin { seq, key: k })?),
+            };
+            if let Some(o) = origin {
+                book.take_client_seq(o, client_seq);
+            }
+            for ev in &produced {
+                book.route(origin, client_seq, seq, ev, |_, _, _| {});
+            }
         }
         report.commands += 1;
         report.events += produced.len() as u64;

@@ -186,9 +186,10 @@ fn body_len(ty: u16, inbound: bool) -> Option<usize> {
 // Client to server.
 messages! { inbound_len:
     /// Opens a session. `next_seq`: the first outbound sequence number the
-    /// client wants (0: start after the last one sent; replay from the
-    /// journal comes with recovery). `heartbeat_ms`: the interval at which
-    /// the client promises traffic (0: the server's default).
+    /// client wants (0: no replay, start after the last one numbered; n:
+    /// replay from n, served from the journal). `heartbeat_ms`: the
+    /// interval at which the client promises traffic (0: the server's
+    /// default). `flags`: bit 0 ack-on-durable, bit 1 cancel-on-disconnect.
     0x0001 Login / LoginView { key_id: u64, secret: [u8; 32], next_seq: u64, heartbeat_ms: u32, flags: u32 }
     0x0002 ClientHeartbeat / ClientHeartbeatView {}
     0x0003 Logout / LogoutView {}
@@ -224,11 +225,13 @@ messages! { inbound_len:
 // Server to client. Every message starts with `seq` (0: unsequenced) and
 // the server's clock `ts` (ns since the Unix epoch).
 messages! { outbound_len:
-    /// `next_seq`: the sequence number the next sequenced message will carry;
+    /// `next_seq`: the sequence number the next sequenced message will carry
+    /// (the first replayed one when the client asked for a replay);
+    /// `role`: 0 trader, 1 admin, 2 drop copy;
     /// `last_client_seq`: the highest `client_seq` the engine has taken from
     /// this session name (continue above it after a reconnect: anything at
     /// or below it is ignored as a resend).
-    0x8001 LoginAccepted / LoginAcceptedView { seq: u64, ts: u64, next_seq: u64, last_client_seq: u64, account: u32, admin: u8, reserved: [u8; 3], heartbeat_ms: u32, reserved2: u32 }
+    0x8001 LoginAccepted / LoginAcceptedView { seq: u64, ts: u64, next_seq: u64, last_client_seq: u64, account: u32, role: u8, reserved: [u8; 3], heartbeat_ms: u32, reserved2: u32 }
     0x8002 LoginRejected / LoginRejectedView { seq: u64, ts: u64, reason: u16, reserved: [u8; 6] }
     0x8003 ServerHeartbeat / ServerHeartbeatView { seq: u64, ts: u64 }
     /// A message was refused before reaching the engine: over the rate
@@ -264,6 +267,8 @@ pub enum GatewayReject {
     NotAdmin = 1002,
     /// A field holds a value outside its enumeration (side, type, tif, flags).
     BadField = 1003,
+    /// Drop-copy sessions only listen.
+    ReadOnly = 1004,
 }
 
 /// Why a login failed.
@@ -278,6 +283,9 @@ pub enum LoginReject {
     Busy = 3,
     /// The server is shutting down.
     ShuttingDown = 4,
+    /// Unknown Login flags, or ack-on-durable from an engine whose journal
+    /// never syncs (`journal.durability = "none"`).
+    BadFlags = 5,
 }
 
 /// Why the server closed a connection (sent in [`Goodbye`] when it can be).
@@ -292,6 +300,61 @@ pub enum GoodbyeReason {
     SlowReader = 5,
     Shutdown = 6,
     NotLoggedIn = 7,
+    /// The replay asked for starts before the oldest journal segment kept
+    /// (log in again with `next_seq` 0, or a later one), or reading the
+    /// journal failed.
+    ReplayUnavailable = 8,
+}
+
+/// Encodes one engine event as the sequenced message a session receives;
+/// returns its length, or 0 for events sessions do not receive
+/// (market-by-order changes). The live router and the replayer both use
+/// it, so a replayed message is byte for byte the one sent live.
+pub fn encode_event(seq: u64, ts: u64, client_seq: u64, ev: &otedama_engine::Event, b: &mut [u8]) -> usize {
+    use otedama_engine::Event;
+    match *ev {
+        Event::Accepted { order, account, instrument, side, price, qty } => Accepted {
+            seq,
+            ts,
+            client_seq,
+            order: order.0,
+            account: account.0,
+            instrument: instrument.0,
+            side: side as u8,
+            reserved: 0,
+            price,
+            qty,
+        }
+        .encode(b),
+        Event::Executed { match_id, order, account, maker, price, qty, fee, leaves } => Executed {
+            seq,
+            ts,
+            client_seq,
+            match_id,
+            order: order.0,
+            account: account.0,
+            maker: maker as u8,
+            reserved: [0; 3],
+            price,
+            qty,
+            fee,
+            leaves,
+        }
+        .encode(b),
+        Event::Canceled { order, account, qty, leaves, reason } => {
+            Canceled { seq, ts, client_seq, order: order.0, account: account.0, reason: reason as u8, reserved: [0; 3], qty, leaves }
+                .encode(b)
+        }
+        Event::Replaced { old, new, account } => {
+            Replaced { seq, ts, client_seq, old_order: old.0, new_order: new.0, account: account.0, reserved: 0 }.encode(b)
+        }
+        Event::Amended { order, account, leaves } => {
+            Amended { seq, ts, client_seq, order: order.0, account: account.0, reserved: 0, leaves }.encode(b)
+        }
+        Event::Rejected { reason } => Rejected { seq, ts, client_seq, reason: reason as u16, reserved: [0; 6] }.encode(b),
+        Event::Done => Done { seq, ts, client_seq }.encode(b),
+        Event::BookAdd { .. } | Event::BookExecute { .. } | Event::BookReduce { .. } | Event::BookDelete { .. } => 0,
+    }
 }
 
 /// Every inbound type code.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use otedama_engine::{AccountId, Exchange, Limits};
 use otedama_journal::{Journal, Options, Reader, ReaderOptions};
 use otedama_net::client::{Client, ClientError};
-use otedama_net::gateway::{Gateway, GatewayConfig};
+use otedama_net::gateway::{EngineState, Gateway, GatewayConfig};
 use otedama_net::keys::{KeyStore, NewKey, path_in};
 use otedama_net::wire::{self, ServerMsg};
 use rand::{Rng, SeedableRng};
@@ -40,7 +40,7 @@ impl Env {
         tweak(&mut cfg);
         let journal =
             Journal::open(dir.path().join("j"), Options { durability: otedama_journal::Durability::None, ..Options::default() }).unwrap();
-        let gw = Gateway::start(cfg, Exchange::new(limits()), journal).unwrap();
+        let gw = Gateway::start(cfg, EngineState::fresh(Exchange::new(limits())), journal).unwrap();
         Env { dir, gw: Some(gw), admin, traders }
     }
 
@@ -553,7 +553,7 @@ fn many_sessions(mut env: Env) {
     let gw = env.gw.take().unwrap();
     let (exchange, journal, stats) = gw.shutdown().unwrap();
     assert!(stats.commands >= 2000);
-    let hash = exchange.state_hash();
+    let hash = exchange.exchange.state_hash();
     journal.close().unwrap();
     // The journal replays into a fresh engine with the same events and state.
     let mut r = Reader::open(env.dir.path().join("j"), 1, ReaderOptions::default()).unwrap();

@@ -261,7 +261,9 @@ fn journal_replay_reaches_the_live_state_hash() {
         ev.extend_from_slice(events);
         w.observe(&ev);
         if i == 10_000 {
-            otedama_journal::snapshot::Snapshots::open(dir.path(), 3).unwrap().write(s + 1, &seq.exchange().snapshot()).unwrap();
+            let copy = otedama_engine::Exchange::restore(&seq.exchange().snapshot()).unwrap();
+            let state = otedama_net::recovery::encode_state(&otedama_net::gateway::EngineState::fresh(copy));
+            otedama_journal::snapshot::Snapshots::open(dir.path(), 3).unwrap().write(s + 1, &state).unwrap();
         }
     }
     let live = hex_of(&seq.exchange().state_hash());

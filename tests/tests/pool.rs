@@ -220,7 +220,8 @@ fn a_stratum_miner_finds_devnet_blocks_through_the_engine() {
     let mut after_create = false;
     while let Some(rec) = r.try_next().unwrap() {
         if rec.kind == otedama_journal::kinds::EXCHANGE_COMMAND {
-            let c = otedama_engine::codec::decode_command(rec.payload).unwrap();
+            let (_, _, body) = otedama_net::sessions::split_envelope(rec.version, rec.payload).unwrap();
+            let c = otedama_engine::codec::decode_command(body).unwrap();
             after_create = matches!(c.kind, otedama_engine::CommandKind::CreateAccount { account } if account.0 == 10_000);
         } else if rec.kind == otedama_journal::kinds::EXCHANGE_EVENTS && after_create {
             let mut ev = Vec::new();

@@ -87,6 +87,10 @@ pub struct EngineConfig {
     pub levels_max: u32,
     /// The account that collects fees and pays rebates.
     pub fee_account: u32,
+    /// Seconds between snapshots of the engine state, written off the hot
+    /// path when the journal has grown (0: only on SIGUSR1 or
+    /// `otedama engine --snapshot-now`).
+    pub snapshot_interval_s: u64,
 }
 
 impl Default for EngineConfig {
@@ -98,6 +102,7 @@ impl Default for EngineConfig {
             orders_max: 1 << 20,
             levels_max: 1 << 20,
             fee_account: 0,
+            snapshot_interval_s: 300,
         }
     }
 }
@@ -779,6 +784,7 @@ overrides!(EngineOverrides {
     assets_max: u16 = "engine-assets-max", "assets [env: OTEDAMA_ENGINE__ASSETS_MAX]";
     instruments_max: u16 = "engine-instruments-max", "instruments [env: OTEDAMA_ENGINE__INSTRUMENTS_MAX]";
     orders_max: u32 = "engine-orders-max", "resting orders [env: OTEDAMA_ENGINE__ORDERS_MAX]";
+    snapshot_interval_s: u64 = "engine-snapshot-interval-s", "seconds between state snapshots, 0: on request only [env: OTEDAMA_ENGINE__SNAPSHOT_INTERVAL_S]";
     levels_max: u32 = "engine-levels-max", "price levels per instrument band [env: OTEDAMA_ENGINE__LEVELS_MAX]";
     fee_account: u32 = "engine-fee-account", "fee account [env: OTEDAMA_ENGINE__FEE_ACCOUNT]";
 });

@@ -8,10 +8,11 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use otedama_engine::Exchange;
-use otedama_journal::{Journal, Reader, ReaderOptions};
-use otedama_net::gateway::Gateway;
+use otedama_journal::snapshot::Snapshots;
+use otedama_journal::{FileStorage, Journal, Reader, ReaderOptions};
+use otedama_net::gateway::{EngineState, Gateway};
 use otedama_net::keys::{self, KeyStore};
+use otedama_net::recovery::{RecoveryReport, Snapshotter, SnapshotterConfig};
 
 use crate::config::Config;
 
@@ -20,34 +21,63 @@ pub fn exchange_journal_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("exchange")
 }
 
-/// Opens the exchange journal and rebuilds the state from it: every
-/// journaled command is applied again and must reproduce its journaled
-/// events (the engine refuses to start on a journal it cannot reproduce).
-fn recover(cfg: &Config) -> Result<(Exchange, Journal)> {
+/// Opens the exchange journal and rebuilds the state: the newest snapshot
+/// that checks out, then every journaled command after it applied again,
+/// each required to reproduce its journaled events (the engine refuses to
+/// start on a journal it cannot reproduce).
+fn recover(cfg: &Config) -> Result<(EngineState, Journal, RecoveryReport, Snapshots)> {
     let dir = exchange_journal_dir(&cfg.data_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let journal = Journal::open(&dir, cfg.journal.options()).with_context(|| format!("opening the journal in {}", dir.display()))?;
-    let rep = journal.open_report().clone();
-    let mut exchange = Exchange::new(cfg.engine.limits());
-    if rep.next_seq > rep.first_seq {
-        let t0 = std::time::Instant::now();
-        let mut r = Reader::open(&dir, rep.first_seq, ReaderOptions::default())?;
-        let done = otedama_net::sequencer::replay(&mut r, &mut exchange).context("replaying the exchange journal")?;
+    let storage = Arc::new(FileStorage::new(&dir).with_context(|| format!("opening {}", dir.display()))?);
+    let snaps = Snapshots::open(&dir, cfg.journal.snapshots_keep).with_context(|| format!("snapshots in {}", dir.display()))?;
+    let (state, journal, rep) = otedama_net::recovery::recover(storage, cfg.journal.options(), Some(&snaps), cfg.engine.limits())
+        .with_context(|| format!("recovering the exchange journal in {}", dir.display()))?;
+    if rep.commands > 0 || rep.snapshot_seq.is_some() {
         tracing::info!(
-            commands = done.commands,
-            through = done.last_seq,
-            seconds = t0.elapsed().as_secs_f64(),
-            state_hash = %hex::encode(exchange.state_hash()),
-            "state rebuilt from the journal"
+            snapshot = ?rep.snapshot_seq,
+            commands = rep.commands,
+            events = rep.events,
+            through = rep.last_seq,
+            snapshot_s = rep.snapshot_load_s,
+            replay_s = rep.replay_s,
+            sessions = state.sessions.len(),
+            state_hash = %hex::encode(state.exchange.state_hash()),
+            "state rebuilt: snapshot plus journal replay, every command reproduced its events"
         );
     }
-    Ok((exchange, journal))
+    Ok((state, journal, rep, snaps))
+}
+
+/// `otedama engine --snapshot-now`: signals the engine writing this data
+/// directory's exchange journal (SIGUSR1) and waits for its snapshot.
+pub fn snapshot_now(cfg: &Config) -> Result<i32> {
+    let dir = exchange_journal_dir(&cfg.data_dir);
+    let r = Reader::open(&dir, 0, ReaderOptions::default()).with_context(|| format!("opening {}", dir.display()))?;
+    let pid = r.writer_pid();
+    if pid == 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        anyhow::bail!("no engine is running on {}", dir.display());
+    }
+    let snaps = Snapshots::open(&dir, cfg.journal.snapshots_keep)?;
+    let before = snaps.list()?.iter().map(|s| (s.seq, s.bytes)).collect::<Vec<_>>();
+    // SAFETY: plain syscall.
+    if unsafe { libc::kill(pid as i32, libc::SIGUSR1) } != 0 {
+        return Err(std::io::Error::last_os_error()).context(format!("signalling engine pid {pid}"));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if let Some(new) = snaps.list()?.into_iter().rev().find(|s| s.valid && !before.contains(&(s.seq, s.bytes))) {
+            println!("snapshot at sequence {} ({} bytes): {}", new.seq, new.bytes, new.path.display());
+            return Ok(0);
+        }
+    }
+    anyhow::bail!("engine pid {pid} wrote no snapshot within 120 s (its log says why)")
 }
 
 pub fn engine(cfg: &Config) -> Result<i32> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let gw_cfg = cfg.gateway.to_net(&cfg.data_dir)?;
-    let (exchange, journal) = recover(cfg)?;
+    let (state, journal, rep, snaps) = recover(cfg)?;
     let keys_path = keys::path_in(&cfg.data_dir);
     // Operators' keys (the engine's own, for miner accounts, aside).
     let n_keys = KeyStore::load(&keys_path)?.keys.iter().filter(|k| k.label != crate::pool_side::ADMIN_KEY_LABEL).count();
@@ -58,9 +88,12 @@ pub fn engine(cfg: &Config) -> Result<i32> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
     }
+    let snap_cfg = SnapshotterConfig { interval: std::time::Duration::from_secs(cfg.engine.snapshot_interval_s), core: None };
+    let snapshotter = Snapshotter::start(snap_cfg, journal.storage(), snaps, &state, rep.last_seq).map_err(anyhow::Error::msg)?;
+    let asked = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, asked.clone()).context("installing the SIGUSR1 handler")?;
     let admin_key = crate::pool_side::ensure_admin_key(cfg).context("the engine's admin key for miner accounts")?;
-    let gw = Gateway::start(gw_cfg.clone(), exchange, journal).context("starting the gateway")?;
-    // After the gateway: miners' ledger accounts are created through it.
+    let gw = Gateway::start(gw_cfg.clone(), state, journal).context("starting the gateway")?; // After the gateway: miners' ledger accounts are created through it.
     let pool = match crate::pool_side::start(cfg, gw.local_addr(), admin_key) {
         Ok(p) => p,
         Err(e) => {
@@ -86,7 +119,27 @@ pub fn engine(cfg: &Config) -> Result<i32> {
         println!("otedama engine: pool chain side: {}", p.summary);
     }
     tracing::info!(addr = %gw.local_addr(), "engine serving");
-    let (exchange, journal, stats) = gw.wait(&stop).map_err(anyhow::Error::msg)?;
+    // SIGUSR1 asks the snapshotter for a snapshot now.
+    let relay = {
+        let (asked, stop, snapshotter) = (asked.clone(), stop.clone(), &snapshotter);
+        move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if asked.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    tracing::info!("SIGUSR1: snapshot requested");
+                    snapshotter.request();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    };
+    let (state, journal, stats) = std::thread::scope(|sc| {
+        sc.spawn(relay);
+        let out = gw.wait(&stop);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
+    })
+    .map_err(anyhow::Error::msg)?;
+    snapshotter.stop();
     if let Some(p) = pool {
         // The exchange journal is closed below whatever happens here.
         if let Err(e) = p.stop() {
@@ -106,7 +159,7 @@ pub fn engine(cfg: &Config) -> Result<i32> {
         stats.messages_out,
         stats.duplicates,
         published,
-        hex::encode(exchange.state_hash())
+        hex::encode(state.exchange.state_hash())
     );
     Ok(0)
 }

@@ -262,16 +262,18 @@ pub fn run(cmd: JournalCmd, journal_cfg: &crate::config::JournalConfig, engine_c
             Ok(0)
         }
         JournalCmd::Replay { dir, from_snapshot, json } => {
-            let (mut exchange, start, snapshot_seq) = if from_snapshot {
+            let (mut state, start, snapshot_seq) = if from_snapshot {
                 let snap = Snapshots::open(&dir, journal_cfg.snapshots_keep)?.latest()?.context("no valid snapshot")?;
-                let ex = otedama_engine::Exchange::restore(&snap.data).map_err(anyhow::Error::msg)?;
-                (ex, snap.seq + 1, Some(snap.seq))
+                let st = otedama_net::recovery::decode_state(&snap.data).map_err(anyhow::Error::msg)?;
+                (st, snap.seq + 1, Some(snap.seq))
             } else {
-                (otedama_engine::Exchange::new(engine_cfg.limits()), scan(&*storage(&dir)?, false)?.first_seq, None)
+                let ex = otedama_engine::Exchange::new(engine_cfg.limits());
+                (otedama_net::gateway::EngineState::fresh(ex), scan(&*storage(&dir)?, false)?.first_seq, None)
             };
             let mut r = Reader::open(&dir, start, ReaderOptions::default())?;
             let t0 = std::time::Instant::now();
-            let result = otedama_net::sequencer::replay(&mut r, &mut exchange);
+            let result = otedama_net::sequencer::replay_with(&mut r, &mut state.exchange, Some(&mut state.sessions), false);
+            let exchange = &state.exchange;
             let secs = t0.elapsed().as_secs_f64();
             match result {
                 Ok(rep) => {

@@ -41,7 +41,12 @@ enum Cmd {
     Standalone,
     /// The hot path: order-entry gateway and Stratum V1 pool (io_uring I/O
     /// shards), the matching engine shard, journaled.
-    Engine,
+    Engine {
+        /// Ask the engine running on this data directory for a snapshot of
+        /// its state now (SIGUSR1), wait for it and print where it is.
+        #[arg(long)]
+        snapshot_now: bool,
+    },
     /// The cold path: REST/WebSocket API, database, payouts (not built yet).
     Api,
     /// Configuration.
@@ -294,7 +299,8 @@ fn main() {
     init_logging(&cfg);
     let result = match cli.command {
         Cmd::Standalone => standalone(&cfg, cli.config.as_ref(), &cli.overrides),
-        Cmd::Engine => engine_cmd::engine(&cfg),
+        Cmd::Engine { snapshot_now: false } => engine_cmd::engine(&cfg),
+        Cmd::Engine { snapshot_now: true } => engine_cmd::snapshot_now(&cfg),
         Cmd::Api => not_built("api", "the cold-path issue builds it"),
         Cmd::Config(ConfigCmd::Show { json }) => {
             if json {

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 use rtrb::{Consumer, Producer};
 
 use super::{ConnRef, Waker};
-use crate::keys::KeyStore;
+use crate::keys::{Follow, KeyStore};
+use crate::sessions::{Binding, Role};
 
 pub(crate) struct AuthReq {
     pub conn: ConnRef,
@@ -22,8 +23,8 @@ pub(crate) struct AuthReq {
 pub(crate) struct AuthResp {
     pub conn: ConnRef,
     pub key_id: u64,
-    /// (account, admin) when the credentials are good.
-    pub ok: Option<(u32, bool)>,
+    /// The key's binding when the credentials are good.
+    pub ok: Option<Box<Binding>>,
 }
 
 struct Store {
@@ -65,7 +66,14 @@ pub(crate) fn run(
             while let Ok(req) = q.pop() {
                 did = true;
                 store.refresh();
-                let ok = store.keys.verify(req.key_id, &req.secret).map(|k| (k.account, k.admin));
+                let ok = store.keys.verify(req.key_id, &req.secret).map(|k| {
+                    let (role, follow) = match (&k.drop_copy, k.admin) {
+                        (Some(f), _) => (Role::DropCopy, f.clone()),
+                        (None, true) => (Role::Admin, Follow::All),
+                        (None, false) => (Role::Trader, Follow::All),
+                    };
+                    Box::new(Binding { key_id: k.id, role, account: k.account, follow })
+                });
                 // The shard keeps at most one check in flight per
                 // connection and sizes this ring like the request ring,
                 // so a push cannot fail; if it ever did, the connection's

@@ -1,27 +1,29 @@
-//! The engine shard: drains the I/O shards' rings, journals each command,
-//! applies it, journals its events, and routes the events to the sessions
-//! they concern, numbering each session name's outbound messages.
+//! The engine shard: drains the I/O shards' rings, journals each command
+//! (with its origin), applies it, journals its events, and routes the
+//! events to the sessions they concern, numbering each session name's
+//! outbound messages ([`SessionBook`], the same code recovery replays).
 //!
-//! Who gets an event: the session whose command caused it (with that
-//! command's `client_seq`), and every trader session bound to the event's
-//! account (a maker's fill, an admin's cancel on its behalf; `client_seq`
-//! 0). Admin sessions get only the answers to their own commands.
-//! Sequence numbers advance whether or not the session is connected:
-//! what a disconnected session missed is still numbered, so recovery can
-//! serve it from the journal.
+//! Who gets an event: `crate::sessions::receives`. Sequence numbers
+//! advance whether or not the session is connected: what a disconnected
+//! session missed is still numbered, and the replayer serves it from the
+//! journal when the session logs in again asking for it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use otedama_engine::{Command, Event, Exchange};
-use otedama_journal::{Journal, now_ns};
+use crossbeam_channel::Sender;
+use otedama_engine::{AccountId, Command, CommandKind, Event};
+use otedama_journal::{Durability, JournalError, kinds, now_ns};
 use rtrb::{Consumer, Producer};
 
 use super::io_shard::IoShard;
-use super::{ConnRef, Ctl, EngineOutcome, GatewayCounters, OUT_MAX, Poll, ToEngine, ToShard, Waker};
+use super::replayer::ReplayReq;
+use super::{ConnRef, Ctl, EngineOutcome, EngineState, GatewayCounters, OUT_MAX, Poll, ToEngine, ToShard, Waker};
 use crate::sequencer::Sequencer;
+use crate::sessions::{
+    self, Binding, CloseReason, FLAG_ACK_ON_DURABLE, FLAG_CANCEL_ON_DISCONNECT, FLAGS_KNOWN, Role, SessionBook, SessionOpen,
+};
 use crate::wire;
 
 /// Room each ring back to a shard must have before the engine takes the
@@ -40,21 +42,21 @@ pub struct EngineStats {
     pub backpressure_waits: u64,
     /// Sessions disconnected because their shard's ring was full (co-located mode).
     pub sessions_kicked: u64,
+    /// Mass cancels issued because a cancel-on-disconnect session ended.
+    pub cancels_on_disconnect: u64,
 }
 
-struct Name {
-    key_id: u64,
-    account: u32,
-    admin: bool,
-    /// Last outbound sequence number assigned.
-    out_seq: u64,
-    /// Highest inbound `client_seq` applied.
-    last_client_seq: u64,
-    live: Option<ConnRef>,
+/// A session name's connection, if it has one.
+#[derive(Clone, Copy, Default)]
+struct Live {
+    conn: Option<ConnRef>,
+    durable: bool,
 }
 
 pub(crate) struct EngineShard {
     seq: Sequencer,
+    book: SessionBook,
+    live: Vec<Live>,
     from_io: Vec<Consumer<ToEngine>>,
     out: Router,
     waker: Arc<Waker>,
@@ -62,6 +64,10 @@ pub(crate) struct EngineShard {
     stop: Arc<AtomicBool>,
     counters: Arc<GatewayCounters>,
     heartbeat_ms: u32,
+    replay: Sender<ReplayReq>,
+    replayer: std::thread::Thread,
+    durable_ok: bool,
+    scratch: Vec<u8>,
     stats: EngineStats,
 }
 
@@ -70,59 +76,79 @@ struct Router {
     io_wakers: Vec<Arc<Waker>>,
     /// Shards pushed to since their last wake.
     pending_wake: Vec<bool>,
-    names: Vec<Name>,
-    by_key: BTreeMap<u64, u32>,
-    /// account → trader names bound to it.
-    by_account: BTreeMap<u32, Vec<u32>>,
     waits: u64,
     out: u64,
     unrouted: u64,
     /// Sharing a thread with the I/O shard: a full ring cannot be waited
     /// out, so the session it was for is disconnected instead.
     colocated: bool,
+    /// The I/O shards have stopped: nobody drains the rings any more.
+    io_stopped: Arc<AtomicBool>,
     kicked: Vec<ConnRef>,
     kicks: u64,
 }
 
+/// Everything the engine shard is built from.
+pub(crate) struct EngineParts {
+    pub from_io: Vec<Consumer<ToEngine>>,
+    pub to_io: Vec<Producer<ToShard>>,
+    pub io_wakers: Vec<Arc<Waker>>,
+    pub poll: Poll,
+    pub stop: Arc<AtomicBool>,
+    pub io_stopped: Arc<AtomicBool>,
+    pub counters: Arc<GatewayCounters>,
+    pub heartbeat_ms: u32,
+    pub replay: Sender<ReplayReq>,
+    pub replayer: std::thread::Thread,
+}
+
 impl EngineShard {
-    #[allow(clippy::too_many_arguments)]
+    /// Builds the shard and ends the sessions the journal still shows open
+    /// (the engine stopped without closing them): each gets its
+    /// `session_close` and, with cancel-on-disconnect, its mass cancel,
+    /// journaled like any other, before anyone can log in.
     pub fn new(
-        exchange: Exchange,
-        journal: Journal,
-        from_io: Vec<Consumer<ToEngine>>,
-        to_io: Vec<Producer<ToShard>>,
-        io_wakers: Vec<Arc<Waker>>,
+        state: EngineState,
+        journal: otedama_journal::Journal,
+        parts: EngineParts,
         waker: Arc<Waker>,
-        poll: Poll,
-        stop: Arc<AtomicBool>,
-        counters: Arc<GatewayCounters>,
-        heartbeat_ms: u32,
-    ) -> EngineShard {
-        let n = to_io.len();
-        EngineShard {
-            seq: Sequencer::new(exchange, journal),
-            from_io,
+    ) -> Result<EngineShard, String> {
+        let n = parts.to_io.len();
+        let durable_ok = journal.durability() != Durability::None;
+        let live = vec![Live::default(); state.sessions.len()];
+        let mut s = EngineShard {
+            seq: Sequencer::new(state.exchange, journal),
+            book: state.sessions,
+            live,
+            from_io: parts.from_io,
             out: Router {
-                to_io,
-                io_wakers,
+                to_io: parts.to_io,
+                io_wakers: parts.io_wakers,
                 pending_wake: vec![false; n],
-                names: Vec::new(),
-                by_key: BTreeMap::new(),
-                by_account: BTreeMap::new(),
                 waits: 0,
                 out: 0,
                 unrouted: 0,
                 colocated: false,
+                io_stopped: parts.io_stopped,
                 kicked: Vec::with_capacity(1024),
                 kicks: 0,
             },
             waker,
-            poll,
-            stop,
-            counters,
-            heartbeat_ms,
+            poll: parts.poll,
+            stop: parts.stop,
+            counters: parts.counters,
+            heartbeat_ms: parts.heartbeat_ms,
+            replay: parts.replay,
+            replayer: parts.replayer,
+            durable_ok,
+            scratch: Vec::with_capacity(256),
             stats: EngineStats::default(),
+        };
+        let open: Vec<u32> = (0..s.book.len() as u32).filter(|&i| s.book.name(i).open).collect();
+        for i in open {
+            s.end_session(i, CloseReason::EngineRestart).map_err(|e| format!("closing sessions left open: {e}"))?;
         }
+        Ok(s)
     }
 }
 
@@ -217,7 +243,7 @@ impl EngineShard {
             return Err(e.clone());
         }
         journal.sync().map_err(|e| format!("final journal sync: {e}"))?;
-        Ok((exchange, journal, self.stats))
+        Ok((EngineState { exchange, sessions: self.book }, journal, self.stats))
     }
 
     /// One pass over every inbound ring. Returns whether it did anything.
@@ -231,41 +257,125 @@ impl EngineShard {
                 }
                 let Ok(msg) = self.from_io[i].pop() else { break };
                 did = true;
-                self.handle(msg)?;
+                self.handle(msg).map_err(|e| format!("journal append: {e}"))?;
             }
         }
         Ok(did)
     }
 
-    fn handle(&mut self, msg: ToEngine) -> Result<(), String> {
+    fn handle(&mut self, msg: ToEngine) -> Result<(), JournalError> {
         match msg {
-            ToEngine::Open { conn, key_id, account, admin } => self.out.open(conn, key_id, account, admin),
+            ToEngine::Open { conn, binding, next_seq, flags } => self.open(conn, &binding, next_seq, flags)?,
             ToEngine::Close { conn, name } => {
-                if let Some(n) = self.out.names.get_mut(name as usize)
-                    && n.live == Some(conn)
-                {
-                    n.live = None;
+                if self.live.get(name as usize).is_some_and(|l| l.conn == Some(conn)) {
+                    self.live[name as usize] = Live::default();
+                    self.end_session(name, CloseReason::Disconnected)?;
                 }
             }
             ToEngine::Command { conn, name, client_seq, kind } => {
-                let Some(n) = self.out.names.get_mut(name as usize) else { return Ok(()) };
-                if n.live != Some(conn) {
+                if self.live.get(name as usize).is_none_or(|l| l.conn != Some(conn)) {
                     // Sent before the connection closed; nobody to answer.
                     return Ok(());
                 }
-                if client_seq <= n.last_client_seq {
+                if client_seq <= self.book.name(name).last_client_seq {
                     self.stats.duplicates += 1;
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
-                n.last_client_seq = client_seq;
-                let ts = now_ns();
-                let (_, events) = self.seq.submit(&Command { ts, kind }).map_err(|e| format!("journal append: {e}"))?;
-                self.stats.commands += 1;
-                for ev in events {
-                    self.out.route(name, client_seq, ts, ev);
-                }
+                self.submit(name, client_seq, kind)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Journals, applies and routes one command from session `name`.
+    fn submit(&mut self, name: u32, client_seq: u64, kind: CommandKind) -> Result<(), JournalError> {
+        self.book.take_client_seq(name, client_seq);
+        let ts = now_ns();
+        let key = self.book.name(name).binding.key_id;
+        let done = self.seq.submit_from(key, client_seq, &Command { ts, kind })?;
+        self.stats.commands += 1;
+        let (cmd_seq, after) = (done.command_seq, done.events_seq);
+        let (live, out) = (&self.live, &mut self.out);
+        for ev in done.events {
+            self.book.route(Some(name), client_seq, cmd_seq, ev, |n, seq, cs| out.send_event(live[n as usize], seq, cs, ts, after, ev));
+        }
+        Ok(())
+    }
+
+    /// A login with good credentials: journal it, bind the connection to
+    /// its name, answer, and hand a replay to the replayer if one was asked
+    /// for.
+    fn open(&mut self, conn: ConnRef, binding: &Binding, next_seq: u64, flags: u32) -> Result<(), JournalError> {
+        let ts = now_ns();
+        let refuse = |out: &mut Router, why: wire::LoginReject| {
+            let m = wire::LoginRejected { ts, reason: why as u16, ..Default::default() };
+            out.push(conn, Ctl::LoginFail, |b| m.encode(b));
+        };
+        if flags & !FLAGS_KNOWN != 0 || (flags & FLAG_ACK_ON_DURABLE != 0 && !self.durable_ok) {
+            refuse(&mut self.out, wire::LoginReject::BadFlags);
+            return Ok(());
+        }
+        if let Some(i) = self.book.find(binding.key_id)
+            && self.live[i as usize].conn.is_some()
+        {
+            refuse(&mut self.out, wire::LoginReject::AlreadyLoggedIn);
+            return Ok(());
+        }
+        self.scratch.clear();
+        SessionOpen { binding: binding.clone(), flags }.encode(&mut self.scratch);
+        self.seq.append_session(kinds::SESSION_OPEN, ts, &self.scratch)?;
+        let name = self.book.open(binding, flags);
+        if self.live.len() <= name as usize {
+            self.live.resize(name as usize + 1, Live::default());
+        }
+        self.live[name as usize] = Live { conn: Some(conn), durable: flags & FLAG_ACK_ON_DURABLE != 0 };
+        let n = self.book.name(name);
+        // The binding frozen at the name's first login is the one in force.
+        let (account, role, last) = (n.binding.account, n.binding.role, n.out_seq);
+        let replay = (next_seq != 0 && next_seq <= last).then(|| self.book.resume_point(name, next_seq)).flatten();
+        let m = wire::LoginAccepted {
+            ts,
+            next_seq: if replay.is_some() { next_seq } else { last + 1 },
+            last_client_seq: n.last_client_seq,
+            account,
+            role: role as u8,
+            heartbeat_ms: 0,
+            ..Default::default()
+        };
+        let replay_to = if replay.is_some() { last } else { 0 };
+        self.out.push(conn, Ctl::LoginOk { name, account, role, replay_to }, |b| m.encode(b));
+        if let Some(start) = replay {
+            let req = ReplayReq {
+                conn,
+                binding: n.binding.clone(),
+                from: next_seq,
+                to: last,
+                start,
+                durable_only: flags & FLAG_ACK_ON_DURABLE != 0,
+            };
+            if self.replay.send(req).is_ok() {
+                self.replayer.unpark();
+            }
+        }
+        Ok(())
+    }
+
+    /// Journals the end of session `name` and, when it asked for
+    /// cancel-on-disconnect, cancels its account's resting orders with a
+    /// journaled mass cancel (origin: the session, `client_seq` 0), so
+    /// replay agrees.
+    fn end_session(&mut self, name: u32, why: CloseReason) -> Result<(), JournalError> {
+        let n = self.book.name(name);
+        let (key, account, role, flags) = (n.binding.key_id, n.binding.account, n.binding.role, n.flags);
+        self.scratch.clear();
+        sessions::encode_close(key, why, &mut self.scratch);
+        self.seq.append_session(kinds::SESSION_CLOSE, now_ns(), &self.scratch)?;
+        self.book.close(key);
+        if flags & FLAG_CANCEL_ON_DISCONNECT != 0 && role == Role::Trader {
+            self.stats.cancels_on_disconnect += 1;
+            let kind = CommandKind::MassCancel { account: AccountId(account), instrument: None, side: None };
+            self.submit(name, 0, kind)?;
         }
         Ok(())
     }
@@ -284,146 +394,16 @@ impl Router {
         }
     }
 
-    fn open(&mut self, conn: ConnRef, key_id: u64, account: u32, admin: bool) {
-        let ts = now_ns();
-        let idx = match self.by_key.get(&key_id) {
-            Some(&i) => i,
-            None => {
-                let i = self.names.len() as u32;
-                self.names.push(Name { key_id, account, admin, out_seq: 0, last_client_seq: 0, live: None });
-                self.by_key.insert(key_id, i);
-                if !admin {
-                    self.by_account.entry(account).or_default().push(i);
-                }
-                i
-            }
-        };
-        let n = &mut self.names[idx as usize];
-        debug_assert_eq!(n.key_id, key_id);
-        if n.live.is_some() {
-            let m = wire::LoginRejected { ts, reason: wire::LoginReject::AlreadyLoggedIn as u16, ..Default::default() };
-            self.push(conn, Ctl::LoginFail, |b| m.encode(b));
-            return;
-        }
-        n.live = Some(conn);
-        let (account, admin) = (n.account, n.admin);
-        let m = wire::LoginAccepted {
-            ts,
-            next_seq: n.out_seq + 1,
-            last_client_seq: n.last_client_seq,
-            account,
-            admin: admin as u8,
-            heartbeat_ms: 0,
-            ..Default::default()
-        };
-        self.push(conn, Ctl::LoginOk { name: idx, account, admin }, |b| m.encode(b));
-    }
-
-    /// Delivers one event to the sessions it concerns.
-    fn route(&mut self, origin: u32, client_seq: u64, ts: u64, ev: &Event) {
-        let account = match *ev {
-            Event::Accepted { account, .. }
-            | Event::Executed { account, .. }
-            | Event::Canceled { account, .. }
-            | Event::Replaced { account, .. }
-            | Event::Amended { account, .. } => Some(account.0),
-            Event::Rejected { .. } | Event::Done => None,
-            // Market-by-order changes feed market data, not order entry.
-            Event::BookAdd { .. } | Event::BookExecute { .. } | Event::BookReduce { .. } | Event::BookDelete { .. } => return,
-        };
-        let o = &self.names[origin as usize];
-        let origin_gets = o.admin || account.is_none() || account == Some(o.account);
-        if origin_gets {
-            self.send_event(origin, client_seq, ts, ev);
-        }
-        if let Some(a) = account
-            && let Some(list) = self.by_account.get_mut(&a)
-        {
-            // Taken out for the loop (no allocation: the Vec moves) so the
-            // map is searched twice per event, not once per recipient.
-            let list = std::mem::take(list);
-            for &n in &list {
-                if n != origin {
-                    self.send_event(n, 0, ts, ev);
-                }
-            }
-            *self.by_account.get_mut(&a).expect("still there") = list;
-        }
-    }
-
-    fn send_event(&mut self, name: u32, client_seq: u64, ts: u64, ev: &Event) {
-        let n = &mut self.names[name as usize];
-        n.out_seq += 1;
-        let seq = n.out_seq;
-        let Some(conn) = n.live else {
+    /// Sends one numbered event to a session, if it is connected; an
+    /// ack-on-durable session's waits for the journal to cover `after`.
+    #[inline]
+    fn send_event(&mut self, live: Live, seq: u64, client_seq: u64, ts: u64, after: u64, ev: &Event) {
+        let Some(conn) = live.conn else {
             self.unrouted += 1;
             return;
         };
-        match *ev {
-            Event::Accepted { order, account, instrument, side, price, qty } => {
-                let m = wire::Accepted {
-                    seq,
-                    ts,
-                    client_seq,
-                    order: order.0,
-                    account: account.0,
-                    instrument: instrument.0,
-                    side: side as u8,
-                    reserved: 0,
-                    price,
-                    qty,
-                };
-                self.push(conn, Ctl::Msg, |b| m.encode(b))
-            }
-            Event::Executed { match_id, order, account, maker, price, qty, fee, leaves } => {
-                let m = wire::Executed {
-                    seq,
-                    ts,
-                    client_seq,
-                    match_id,
-                    order: order.0,
-                    account: account.0,
-                    maker: maker as u8,
-                    reserved: [0; 3],
-                    price,
-                    qty,
-                    fee,
-                    leaves,
-                };
-                self.push(conn, Ctl::Msg, |b| m.encode(b))
-            }
-            Event::Canceled { order, account, qty, leaves, reason } => {
-                let m = wire::Canceled {
-                    seq,
-                    ts,
-                    client_seq,
-                    order: order.0,
-                    account: account.0,
-                    reason: reason as u8,
-                    reserved: [0; 3],
-                    qty,
-                    leaves,
-                };
-                self.push(conn, Ctl::Msg, |b| m.encode(b))
-            }
-            Event::Replaced { old, new, account } => {
-                let m = wire::Replaced { seq, ts, client_seq, old_order: old.0, new_order: new.0, account: account.0, reserved: 0 };
-                self.push(conn, Ctl::Msg, |b| m.encode(b))
-            }
-            Event::Amended { order, account, leaves } => {
-                let m = wire::Amended { seq, ts, client_seq, order: order.0, account: account.0, reserved: 0, leaves };
-                self.push(conn, Ctl::Msg, |b| m.encode(b))
-            }
-            Event::Rejected { reason } => {
-                let m = wire::Rejected { seq, ts, client_seq, reason: reason as u16, reserved: [0; 6] };
-                self.push(conn, Ctl::Msg, |b| m.encode(b))
-            }
-            Event::Done => {
-                let m = wire::Done { seq, ts, client_seq };
-                self.push(conn, Ctl::Msg, |b| m.encode(b))
-            }
-            Event::BookAdd { .. } | Event::BookExecute { .. } | Event::BookReduce { .. } | Event::BookDelete { .. } => {}
-        }
+        let ctl = if live.durable { Ctl::MsgDurable { after } } else { Ctl::Msg };
+        self.push(conn, ctl, |b| wire::encode_event(seq, ts, client_seq, ev, b));
     }
 
     /// Pushes one frame to the connection's shard. A full ring is waited
@@ -444,6 +424,9 @@ impl Router {
                     }
                     return;
                 }
+                // Stopping: nobody will read it (the sessions are closed or
+                // closing, and the message stays in the journal).
+                Err(rtrb::PushError::Full(_)) if self.io_stopped.load(Ordering::Relaxed) => return,
                 Err(rtrb::PushError::Full(v)) => {
                     self.waits += 1;
                     self.io_wakers[s].wake();

@@ -6,18 +6,30 @@
 //! off). Frames are decoded in place; commands go to the engine shard over
 //! a ring, answers come back over another. The shard never blocks on a
 //! client or on the engine.
+//!
+//! Two kinds of messages wait in the shard instead of going straight to a
+//! connection: an ack-on-durable session's (held, in engine order, until
+//! the journal's durable watermark covers them; the durability relay wakes
+//! the shard when it moves), and anything the engine sends a session while
+//! the replayer is still serving it its missed messages (kept behind the
+//! replay, bounded like the outbound queue).
 
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use otedama_journal::DurabilityWatch;
 use rtrb::{Consumer, Producer};
 
 use super::auth::{AuthReq, AuthResp};
+use super::replayer::{ReplayChunk, ReplayCtl};
 use super::{ConnRef, Ctl, GatewayConfig, GatewayCounters, Poll, ToEngine, ToShard, Waker, listener};
+use crate::sessions::Role;
 use crate::wire::{self, Frame, FrameError, GatewayReject, GoodbyeReason, LoginReject};
 
 const OP_ACCEPT: u64 = 1;
@@ -68,12 +80,37 @@ struct Conn {
     name: u32,
     account: u32,
     admin: bool,
+    read_only: bool,
+    /// Login's `next_seq` and `flags`, kept while the credentials are checked.
+    login_next_seq: u64,
+    login_flags: u32,
+    /// The replayer is serving this session: what the engine sends it
+    /// meanwhile waits here, behind the replay.
+    replay: Option<Replay>,
     opened: Instant,
     last_rx: Instant,
     last_tx: Instant,
     hb_timeout: Duration,
     tokens: f64,
     refilled: Instant,
+}
+
+struct Replay {
+    held: Vec<u8>,
+    /// The connection took a chunk while its queue was full: ask for the
+    /// next when it drains.
+    want_more: bool,
+}
+
+/// What an I/O shard shares with the replayer and the durability relay.
+pub(crate) struct IoLinks {
+    pub durable: DurabilityWatch,
+    /// The lowest journal sequence this shard waits to see durable (0: none).
+    pub durable_wait: Arc<AtomicU64>,
+    pub relay: Thread,
+    pub replay_chunks: Receiver<ReplayChunk>,
+    pub replay_ctl: Sender<ReplayCtl>,
+    pub replayer: Thread,
 }
 
 pub(crate) struct IoShard {
@@ -104,6 +141,10 @@ pub(crate) struct IoShard {
     last_timer: Instant,
     stopping: Option<Instant>,
     cqes: Vec<(u64, i32, u32)>,
+    links: IoLinks,
+    /// Messages for ack-on-durable sessions, in engine order, waiting for
+    /// the journal's durable watermark.
+    held: VecDeque<ToShard>,
 }
 
 impl IoShard {
@@ -121,6 +162,7 @@ impl IoShard {
         auth_thread: Thread,
         stop: Arc<AtomicBool>,
         counters: Arc<GatewayCounters>,
+        links: IoLinks,
     ) -> std::io::Result<IoShard> {
         // Cooperative task running: the kernel does not interrupt the shard to
         // post completions; it flags pending work (IORING_SQ_TASKRUN) and the
@@ -153,6 +195,8 @@ impl IoShard {
             last_timer: now,
             stopping: None,
             cqes: Vec::with_capacity(1024),
+            links,
+            held: VecDeque::new(),
         })
     }
 
@@ -237,6 +281,8 @@ impl IoShard {
         did |= self.retry_pending();
         did |= self.drain_auth();
         did |= self.drain_engine();
+        did |= self.release_durable();
+        did |= self.drain_replay();
         self.flush_sends();
         if self.engine_pushed {
             self.engine_pushed = false;
@@ -278,7 +324,12 @@ impl IoShard {
             Poll::Park if idle < 64 => std::hint::spin_loop(),
             Poll::Park => {
                 self.waker.going_to_sleep();
-                if others_empty && self.from_engine.is_empty() && self.auth_resp.is_empty() && self.ring.completion().is_empty() {
+                if others_empty
+                    && self.from_engine.is_empty()
+                    && self.auth_resp.is_empty()
+                    && self.links.replay_chunks.is_empty()
+                    && self.ring.completion().is_empty()
+                {
                     let ts = types::Timespec::new().nsec(TIMER_EVERY.as_nanos() as u32);
                     let args = types::SubmitArgs::new().timespec(&ts);
                     let _ = self.ring.submitter().submit_with_args(1, &args);
@@ -345,6 +396,7 @@ impl IoShard {
                     } else if c.close_after_flush.is_some() {
                         self.start_close(slot);
                     }
+                    self.maybe_more_replay(slot);
                 }
             }
             _ => {}
@@ -377,6 +429,10 @@ impl IoShard {
                     name: 0,
                     account: 0,
                     admin: false,
+                    read_only: false,
+                    login_next_seq: 0,
+                    login_flags: 0,
+                    replay: None,
                     opened: self.now,
                     last_rx: self.now,
                     last_tx: self.now,
@@ -406,6 +462,7 @@ impl IoShard {
         c.closing = false;
         c.close_after_flush = None;
         c.dirty = false;
+        c.replay = None;
         c.opened = now;
         c.last_rx = now;
         c.last_tx = now;
@@ -459,7 +516,10 @@ impl IoShard {
             (State::Connected, wire::Login::TYPE) => {
                 let v = wire::LoginView::parse(f.body).expect("split_frame checked the size");
                 let hb = if v.heartbeat_ms() == 0 { self.cfg.heartbeat_ms } else { v.heartbeat_ms().clamp(100, 60_000) };
-                self.conns[slot as usize].hb_timeout = Duration::from_millis(hb as u64 * self.cfg.heartbeat_misses.max(1) as u64);
+                let c = &mut self.conns[slot as usize];
+                c.hb_timeout = Duration::from_millis(hb as u64 * self.cfg.heartbeat_misses.max(1) as u64);
+                c.login_next_seq = v.next_seq();
+                c.login_flags = v.flags();
                 let req = AuthReq { conn: self.conn_ref(slot), key_id: v.key_id(), secret: v.secret() };
                 if self.auth_req.push(req).is_err() {
                     self.login_rejected(slot, LoginReject::Busy);
@@ -500,6 +560,11 @@ impl IoShard {
         }
         c.tokens -= 1.0;
         let (name, account, admin) = (c.name, c.account, c.admin);
+        if c.read_only {
+            let client_seq = if f.body.len() >= 8 { u64::from_le_bytes(f.body[..8].try_into().expect("8 bytes")) } else { 0 };
+            self.reject(slot, client_seq, GatewayReject::ReadOnly);
+            return;
+        }
         match wire::decode_command(f, account, admin) {
             Ok((client_seq, kind)) => {
                 let conn = self.conn_ref(slot);
@@ -640,6 +705,10 @@ impl IoShard {
         c.state = State::Connected;
         c.out.clear();
         c.flight.clear();
+        if c.replay.take().is_some() {
+            let _ = self.links.replay_ctl.send(ReplayCtl::Stop(conn));
+            self.links.replayer.unpark();
+        }
         self.free.push(slot);
         self.counters.connections_closed.fetch_add(1, Ordering::Relaxed);
         if was == State::LoggedIn {
@@ -720,9 +789,11 @@ impl IoShard {
                     tracing::info!(shard = self.id, key = format_args!("{:016x}", r.key_id), "login refused: bad credentials");
                     self.login_rejected(slot, LoginReject::BadCredentials);
                 }
-                Some((account, admin)) => {
+                Some(binding) => {
                     let conn = self.conn_ref(slot);
-                    if !self.try_engine(ToEngine::Open { conn, key_id: r.key_id, account, admin }) {
+                    let c = &self.conns[slot as usize];
+                    let (next_seq, flags) = (c.login_next_seq, c.login_flags);
+                    if !self.try_engine(ToEngine::Open { conn, binding, next_seq, flags }) {
                         self.login_rejected(slot, LoginReject::Busy);
                     }
                 }
@@ -738,21 +809,34 @@ impl IoShard {
             let slot = m.conn.slot;
             let live = self.conns.get(slot as usize).is_some_and(|c| c.open && !c.closing && c.generation == m.conn.generation);
             match m.ctl {
-                Ctl::Msg if live => self.queue(slot, &m.bytes[..m.len as usize]),
+                Ctl::Msg if live => self.deliver(slot, &m.bytes[..m.len as usize]),
                 Ctl::Msg => {}
+                Ctl::MsgDurable { after } if live => {
+                    if self.held.is_empty() && after <= self.links.durable.durable_seq() {
+                        self.deliver(slot, &m.bytes[..m.len as usize]);
+                    } else {
+                        self.hold(m, after);
+                    }
+                }
+                Ctl::MsgDurable { .. } => {}
                 Ctl::LoginOk { name, .. } if !live => {
                     // Closed while the engine opened it: unbind at once.
                     self.tell_engine(ToEngine::Close { conn: m.conn, name });
                 }
-                Ctl::LoginOk { name, account, admin } => {
+                Ctl::LoginOk { name, account, role, replay_to } => {
                     self.counters.logins_ok.fetch_add(1, Ordering::Relaxed);
                     let c = &mut self.conns[slot as usize];
                     c.state = State::LoggedIn;
                     c.name = name;
                     c.account = account;
-                    c.admin = admin;
+                    c.admin = role == Role::Admin;
+                    c.read_only = role == Role::DropCopy;
                     c.last_rx = self.now;
                     self.queue(slot, &m.bytes[..m.len as usize]);
+                    if replay_to != 0 {
+                        self.counters.replays.fetch_add(1, Ordering::Relaxed);
+                        self.conns[slot as usize].replay = Some(Replay { held: Vec::new(), want_more: false });
+                    }
                 }
                 Ctl::LoginFail if live => {
                     self.counters.logins_failed.fetch_add(1, Ordering::Relaxed);
@@ -766,6 +850,108 @@ impl IoShard {
             }
         }
         did
+    }
+
+    /// A live message for a logged-in session: behind its replay if one is
+    /// being served, else into its outbound queue.
+    fn deliver(&mut self, slot: u32, bytes: &[u8]) {
+        let limit = self.cfg.outbound_queue_bytes;
+        let Some(r) = self.conns[slot as usize].replay.as_mut() else {
+            self.queue(slot, bytes);
+            return;
+        };
+        if r.held.len() + bytes.len() > limit {
+            self.counters.slow_readers.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(shard = self.id, slot, "messages held behind a replay exceed the queue limit: slow reader disconnected");
+            self.start_close(slot);
+        } else {
+            r.held.extend_from_slice(bytes);
+        }
+    }
+
+    /// Keeps an ack-on-durable session's message until the journal is
+    /// durable through `after`.
+    fn hold(&mut self, m: ToShard, after: u64) {
+        if self.held.is_empty() {
+            self.links.durable_wait.store(after, Ordering::SeqCst);
+            self.links.relay.unpark();
+        }
+        self.held.push_back(m);
+    }
+
+    /// Delivers every held message the durable watermark now covers.
+    fn release_durable(&mut self) -> bool {
+        let Some(first) = self.held.front() else { return false };
+        let Ctl::MsgDurable { after } = first.ctl else { unreachable!("only durable messages are held") };
+        let durable = self.links.durable.durable_seq();
+        if after > durable {
+            return false;
+        }
+        while let Some(m) = self.held.front() {
+            let Ctl::MsgDurable { after } = m.ctl else { unreachable!() };
+            if after > durable {
+                self.links.durable_wait.store(after, Ordering::SeqCst);
+                self.links.relay.unpark();
+                return true;
+            }
+            let m = self.held.pop_front().expect("front exists");
+            let slot = m.conn.slot;
+            let live = self.conns.get(slot as usize).is_some_and(|c| c.open && !c.closing && c.generation == m.conn.generation);
+            if live {
+                self.deliver(slot, &m.bytes[..m.len as usize]);
+            }
+        }
+        self.links.durable_wait.store(0, Ordering::SeqCst);
+        true
+    }
+
+    /// Takes the replayer's chunks into their connections' queues.
+    fn drain_replay(&mut self) -> bool {
+        let mut did = false;
+        while let Ok(ch) = self.links.replay_chunks.try_recv() {
+            did = true;
+            let slot = ch.conn.slot;
+            let live = self
+                .conns
+                .get(slot as usize)
+                .is_some_and(|c| c.open && !c.closing && c.generation == ch.conn.generation && c.replay.is_some());
+            if !live {
+                if !ch.done && !ch.failed {
+                    let _ = self.links.replay_ctl.send(ReplayCtl::Stop(ch.conn));
+                    self.links.replayer.unpark();
+                }
+                continue;
+            }
+            self.queue(slot, &ch.bytes);
+            if ch.failed {
+                self.conns[slot as usize].replay = None;
+                self.goodbye(slot, GoodbyeReason::ReplayUnavailable);
+            } else if ch.done {
+                let r = self.conns[slot as usize].replay.take().expect("checked above");
+                self.queue(slot, &r.held);
+            } else if let Some(r) = self.conns[slot as usize].replay.as_mut() {
+                r.want_more = true;
+                self.maybe_more_replay(slot);
+            }
+        }
+        did
+    }
+
+    /// Asks the replayer for the next chunk once the connection's queue is
+    /// down to a quarter of its limit.
+    fn maybe_more_replay(&mut self, slot: u32) {
+        let limit = self.cfg.outbound_queue_bytes;
+        let conn = self.conn_ref(slot);
+        let c = &mut self.conns[slot as usize];
+        let queued = c.out.len() + c.flight.len() - c.flight_off;
+        if let Some(r) = c.replay.as_mut()
+            && r.want_more
+            && queued <= limit / 4
+        {
+            r.want_more = false;
+            let _ = self.links.replay_ctl.send(ReplayCtl::More(conn));
+            self.links.replayer.unpark();
+        }
     }
 
     fn timers(&mut self) {

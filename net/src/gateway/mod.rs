@@ -25,6 +25,7 @@ mod auth;
 mod engine_shard;
 mod io_shard;
 pub(crate) mod listener;
+mod replayer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,11 +37,27 @@ use std::time::Duration;
 use otedama_engine::{CommandKind, Exchange};
 use otedama_journal::Journal;
 
+use crate::sessions::{Binding, Role, SessionBook};
+
 pub use engine_shard::EngineStats;
 
 /// What the engine shard hands back when it stops: the state, the journal
 /// (synced) and its counters; or why it stopped on its own.
-pub type EngineOutcome = Result<(Exchange, Journal, EngineStats), String>;
+pub type EngineOutcome = Result<(EngineState, Journal, EngineStats), String>;
+
+/// The engine's whole deterministic state: the exchange and the session
+/// names' numbering. Both are rebuilt by replaying the journal.
+pub struct EngineState {
+    pub exchange: Exchange,
+    pub sessions: SessionBook,
+}
+
+impl EngineState {
+    /// A state with no sessions yet (a new journal).
+    pub fn fresh(exchange: Exchange) -> EngineState {
+        EngineState { exchange, sessions: SessionBook::new() }
+    }
+}
 
 /// How a role waits for work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +153,8 @@ pub(crate) struct ConnRef {
 /// I/O shard → engine shard.
 pub(crate) enum ToEngine {
     /// Credentials checked: bind the connection to its session name.
-    Open { conn: ConnRef, key_id: u64, account: u32, admin: bool },
+    /// `next_seq` and `flags` as the client sent them in Login.
+    Open { conn: ConnRef, binding: Box<Binding>, next_seq: u64, flags: u32 },
     /// The connection is gone.
     Close { conn: ConnRef, name: u32 },
     /// A validated command from a logged-in session.
@@ -150,8 +168,13 @@ pub(crate) const OUT_MAX: usize = 96;
 pub(crate) enum Ctl {
     /// Deliver `bytes`.
     Msg,
+    /// Deliver `bytes` once the journal is durable through `after` (an
+    /// ack-on-durable session).
+    MsgDurable { after: u64 },
     /// Login accepted (`bytes` is LoginAccepted); the session is `name`.
-    LoginOk { name: u32, account: u32, admin: bool },
+    /// `replay_to`: the replayer serves the missed messages up to this
+    /// sequence first (0: none); later ones wait behind them.
+    LoginOk { name: u32, account: u32, role: Role, replay_to: u64 },
     /// Login refused (`bytes` is LoginRejected); close after sending.
     LoginFail,
 }
@@ -241,6 +264,53 @@ impl Drop for Waker {
     }
 }
 
+/// Wakes the I/O shards holding ack-on-durable messages when the journal's
+/// durable watermark reaches what they wait for. Each shard publishes the
+/// lowest journal sequence it waits on (0: none) and unparks this thread
+/// when that changes from nothing; the relay sleeps on the journal's
+/// durability futex, never spins.
+fn durable_relay(watch: otedama_journal::DurabilityWatch, waits: Vec<Arc<AtomicU64>>, wakers: Vec<Arc<Waker>>, stop: Arc<AtomicBool>) {
+    let mut woken_at = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let want = waits.iter().map(|w| w.load(Ordering::SeqCst)).filter(|&w| w != 0).min();
+        let Some(want) = want else {
+            std::thread::park_timeout(Duration::from_millis(100));
+            continue;
+        };
+        // A wait already woken for is the shard's to act on; look for the
+        // next advance only.
+        let target = want.max(woken_at + 1);
+        match watch.wait(target, Duration::from_millis(50)) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "journal failed a sync: ack-on-durable messages stay held");
+                std::thread::park_timeout(Duration::from_secs(1));
+                continue;
+            }
+        }
+        let durable = watch.durable_seq();
+        woken_at = durable;
+        for (i, w) in waits.iter().enumerate() {
+            let w = w.load(Ordering::SeqCst);
+            if w != 0 && w <= durable {
+                wakers[i].wake_now();
+            }
+        }
+    }
+}
+
+/// Pins the calling thread if asked to, and lowers its priority (nice 10):
+/// for background work that must not take time from the shards.
+pub(crate) fn pin_and_nice(core: Option<usize>, role: &str) {
+    pin(core, role);
+    // SAFETY: plain syscalls on the calling thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 /// Pins the calling thread, if asked to.
 pub(crate) fn pin(core: Option<usize>, role: &str) {
     if let Some(c) = core {
@@ -263,6 +333,8 @@ pub struct GatewayCounters {
     pub engine_busy: AtomicU64,
     pub duplicates: AtomicU64,
     pub heartbeat_timeouts: AtomicU64,
+    /// Logins that asked for (and were given) a replay.
+    pub replays: AtomicU64,
 }
 
 /// A running gateway.
@@ -277,13 +349,17 @@ pub struct Gateway {
     auth: Option<JoinHandle<()>>,
     auth_stop: Arc<AtomicBool>,
     auth_thread: Thread,
+    /// The replayer and the durability relay.
+    helpers: Vec<JoinHandle<()>>,
+    helpers_stop: Arc<AtomicBool>,
+    io_stopped: Arc<AtomicBool>,
     counters: Arc<GatewayCounters>,
 }
 
 impl Gateway {
-    /// Starts the shards. `exchange` is the state to serve (recovered by the
-    /// caller); `journal` is where commands and events are appended.
-    pub fn start(cfg: GatewayConfig, exchange: Exchange, journal: Journal) -> std::io::Result<Gateway> {
+    /// Starts the shards. `state` is the state to serve (recovered by the
+    /// caller from `journal`, where commands and events are appended).
+    pub fn start(cfg: GatewayConfig, state: EngineState, journal: Journal) -> std::io::Result<Gateway> {
         let shards = cfg.io_cores.len().max(1);
         let listeners = listener::bind_reuseport(cfg.listen, shards)?;
         let addr = listener::local_addr(listeners[0])?;
@@ -331,6 +407,59 @@ impl Gateway {
         };
         let auth_thread = rx.recv().map_err(|_| std::io::Error::other("auth worker did not start"))?;
 
+        // The replayer and the durability relay.
+        let helpers_stop = Arc::new(AtomicBool::new(false));
+        let io_stopped = Arc::new(AtomicBool::new(false));
+        let durable_waits: Vec<Arc<AtomicU64>> = (0..shards).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let (req_tx, req_rx) = crossbeam_channel::unbounded();
+        let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+        let mut chunk_tx = Vec::new();
+        let mut chunk_rx = Vec::new();
+        for _ in 0..shards {
+            let (t, r) = crossbeam_channel::unbounded();
+            chunk_tx.push(t);
+            chunk_rx.push(r);
+        }
+        let mut helpers = Vec::new();
+        let replayer = replayer::Replayer {
+            storage: journal.storage(),
+            requests: req_rx,
+            ctl: ctl_rx,
+            chunks: chunk_tx,
+            wakers: io_wakers.clone(),
+            stop: helpers_stop.clone(),
+        };
+        let h = std::thread::Builder::new().name("replayer".into()).spawn(move || replayer.run())?;
+        let replayer_thread = h.thread().clone();
+        helpers.push(h);
+        let watch = journal.durability_watch();
+        let h = {
+            let (watch, waits, wakers, stop) = (watch.clone(), durable_waits.clone(), io_wakers.clone(), helpers_stop.clone());
+            std::thread::Builder::new().name("durable-relay".into()).spawn(move || durable_relay(watch, waits, wakers, stop))?
+        };
+        let relay_thread = h.thread().clone();
+        helpers.push(h);
+        let mut links = chunk_rx.into_iter().zip(durable_waits).map(|(replay_chunks, durable_wait)| io_shard::IoLinks {
+            durable: watch.clone(),
+            durable_wait,
+            relay: relay_thread.clone(),
+            replay_chunks,
+            replay_ctl: ctl_tx.clone(),
+            replayer: replayer_thread.clone(),
+        });
+        let engine_parts = |from_io, to_io, io_wakers, counters, stop| engine_shard::EngineParts {
+            from_io,
+            to_io,
+            io_wakers,
+            poll: cfg.engine_poll,
+            stop,
+            io_stopped: io_stopped.clone(),
+            counters,
+            heartbeat_ms: cfg.heartbeat_ms,
+            replay: req_tx.clone(),
+            replayer: replayer_thread.clone(),
+        };
+
         let engine_stop = Arc::new(AtomicBool::new(false));
         let mut io = Vec::new();
         let mut lists = listeners.into_iter();
@@ -350,37 +479,32 @@ impl Gateway {
                 auth_thread.clone(),
                 stop.clone(),
                 counters.clone(),
-                io_wakers.clone(),
-                engine_stop.clone(),
+                links.next().expect("links"),
+                engine_parts(to_engine_c, to_shard_p, io_wakers.clone(), counters.clone(), engine_stop.clone()),
             );
             let cfg2 = cfg.clone();
             let h = std::thread::Builder::new().name("shard-0".into()).spawn(move || {
                 pin(cfg2.engine_core, "io+engine");
-                let (l, te, ts, aq, ar, at, st, co, wakers, es) = parts;
-                let w = wakers[0].clone();
-                let io = match io_shard::IoShard::new(0, cfg2.clone(), l, te, ts, aq, ar, w.clone(), w.clone(), at, st, co.clone()) {
-                    Ok(io) => {
-                        let _ = tx.send(Ok(()));
-                        io
-                    }
+                let (l, te, ts, aq, ar, at, st, co, lk, ep) = parts;
+                let w = ep.io_wakers[0].clone();
+                let io = match io_shard::IoShard::new(0, cfg2.clone(), l, te, ts, aq, ar, w.clone(), w.clone(), at, st, co, lk) {
+                    Ok(io) => io,
                     Err(e) => {
                         let msg = e.to_string();
                         let _ = tx.send(Err(e));
                         return Err(msg);
                     }
                 };
-                let eng = engine_shard::EngineShard::new(
-                    exchange,
-                    journal,
-                    to_engine_c,
-                    to_shard_p,
-                    wakers,
-                    w,
-                    cfg2.engine_poll,
-                    es,
-                    co,
-                    cfg2.heartbeat_ms,
-                );
+                let eng = match engine_shard::EngineShard::new(state, journal, ep, w) {
+                    Ok(eng) => {
+                        let _ = tx.send(Ok(()));
+                        eng
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e.clone())));
+                        return Err(e);
+                    }
+                };
                 engine_shard::run_colocated(io, eng)
             })?;
             rx.recv().map_err(|_| std::io::Error::other("the shard did not start"))??;
@@ -389,29 +513,28 @@ impl Gateway {
             // The engine shard first: the I/O shards need its waker.
             let (tx, rx) = std::sync::mpsc::channel();
             let eng = {
-                let wakers = io_wakers.clone();
-                let counters = counters.clone();
-                let cfg = cfg.clone();
-                let engine_stop = engine_stop.clone();
+                let ep = engine_parts(to_engine_c, to_shard_p, io_wakers.clone(), counters.clone(), engine_stop.clone());
+                let core = cfg.engine_core;
                 std::thread::Builder::new().name("engine-shard".into()).spawn(move || {
-                    pin(cfg.engine_core, "engine");
+                    pin(core, "engine");
                     let waker = Arc::new(Waker::thread(std::thread::current()));
-                    let _ = tx.send(waker.clone());
-                    engine_shard::run(engine_shard::EngineShard::new(
-                        exchange,
-                        journal,
-                        to_engine_c,
-                        to_shard_p,
-                        wakers,
-                        waker,
-                        cfg.engine_poll,
-                        engine_stop,
-                        counters,
-                        cfg.heartbeat_ms,
-                    ))
+                    match engine_shard::EngineShard::new(state, journal, ep, waker.clone()) {
+                        Ok(eng) => {
+                            let _ = tx.send(Ok(waker));
+                            engine_shard::run(eng)
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e.clone()));
+                            Err(e)
+                        }
+                    }
                 })?
             };
-            let engine_waker: Arc<Waker> = rx.recv().map_err(|_| std::io::Error::other("engine shard did not start"))?;
+            let engine_waker: Arc<Waker> = match rx.recv() {
+                Ok(Ok(w)) => w,
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(_) => return Err(std::io::Error::other("engine shard did not start")),
+            };
             let (tx, rx) = std::sync::mpsc::channel();
             for (i, core) in (0..shards).map(|i| (i, cfg.io_cores.get(i).copied().flatten())) {
                 let parts = (
@@ -426,14 +549,15 @@ impl Gateway {
                     auth_thread.clone(),
                     stop.clone(),
                     counters.clone(),
+                    links.next().expect("links"),
                 );
                 let tx = tx.clone();
                 io.push(std::thread::Builder::new().name(format!("io-shard-{i}")).spawn(move || {
                     pin(core, "io");
                     // The ring is made on the thread that uses it: it is set
                     // up single-issuer, owned by its creating thread.
-                    let (cfg, l, te, ts, aq, ar, w, ew, at, st, co) = parts;
-                    match io_shard::IoShard::new(i as u16, cfg, l, te, ts, aq, ar, w, ew, at, st, co) {
+                    let (cfg, l, te, ts, aq, ar, w, ew, at, st, co, lk) = parts;
+                    match io_shard::IoShard::new(i as u16, cfg, l, te, ts, aq, ar, w, ew, at, st, co, lk) {
                         Ok(shard) => {
                             let _ = tx.send(Ok(()));
                             shard.run()
@@ -468,6 +592,9 @@ impl Gateway {
             auth: Some(auth),
             auth_stop,
             auth_thread,
+            helpers,
+            helpers_stop,
+            io_stopped,
             counters,
         })
     }
@@ -491,6 +618,12 @@ impl Gateway {
         }
         for h in self.io.drain(..) {
             h.join().map_err(|_| "an I/O shard panicked".to_string())?;
+        }
+        self.io_stopped.store(true, Ordering::SeqCst);
+        self.helpers_stop.store(true, Ordering::SeqCst);
+        for h in self.helpers.drain(..) {
+            h.thread().unpark();
+            let _ = h.join();
         }
         self.engine_stop.store(true, Ordering::SeqCst);
         self.engine_waker.wake_now();

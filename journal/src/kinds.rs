@@ -18,6 +18,7 @@ pub const REGISTRY: &[(u16, &str, &str, &str)] = &[
     (0x0330, "miner_account", "net", "a payout address given a ledger account on its first authorize (net/STRATUM.md)"),
     (0x0400, "session_open", "net", "an order-entry login the engine accepted: key, role, account, flags (net/PROTOCOL.md)"),
     (0x0401, "session_close", "net", "an order-entry session ended (net/PROTOCOL.md)"),
+    (0x0402, "session_register", "net", "the engine learnt of an API key: its messages are numbered from here (net/PROTOCOL.md)"),
     (0xF000, "test", "tests", "opaque test payload"),
     (0xF001, "bench", "benches", "opaque benchmark payload"),
 ];
@@ -31,6 +32,7 @@ pub const SHARE: u16 = 0x0320;
 pub const MINER_ACCOUNT: u16 = 0x0330;
 pub const SESSION_OPEN: u16 = 0x0400;
 pub const SESSION_CLOSE: u16 = 0x0401;
+pub const SESSION_REGISTER: u16 = 0x0402;
 pub const TEST: u16 = 0xF000;
 pub const BENCH: u16 = 0xF001;
 

@@ -25,8 +25,34 @@ pub enum ClientError {
     Unexpected(Box<ServerMsg>),
 }
 
+/// How a session logs in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoginOptions {
+    /// 0: no replay; n: replay from sequence n.
+    pub next_seq: u64,
+    /// [`crate::sessions::FLAG_ACK_ON_DURABLE`], [`crate::sessions::FLAG_CANCEL_ON_DISCONNECT`].
+    pub flags: u32,
+    /// 0: the server's interval.
+    pub heartbeat_ms: u32,
+}
+
+/// What a reconnect found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// The sequence number the server continues with (what this client
+    /// asked for, unless it lost messages).
+    pub next_seq: u64,
+    /// Messages this client saw that the server no longer has: it lost
+    /// them in a crash before syncing (only possible for ack-on-match
+    /// sessions). Their sequence numbers will be reused.
+    pub lost: u64,
+}
+
 pub struct Client {
     stream: TcpStream,
+    addr: SocketAddr,
+    key: Option<(u64, [u8; 32])>,
+    opts: LoginOptions,
     rbuf: Vec<u8>,
     rpos: usize,
     rlen: usize,
@@ -46,6 +72,9 @@ impl Client {
         stream.set_nodelay(true)?;
         Ok(Client {
             stream,
+            addr,
+            key: None,
+            opts: LoginOptions::default(),
             rbuf: vec![0; 64 << 10],
             rpos: 0,
             rlen: 0,
@@ -60,9 +89,50 @@ impl Client {
 
     /// Connects and logs in; returns once LoginAccepted arrived.
     pub fn login(addr: SocketAddr, key_id: u64, secret: [u8; 32]) -> Result<Client, ClientError> {
+        Client::login_with(addr, key_id, secret, LoginOptions::default())
+    }
+
+    /// Connects and logs in with `opts` (replay, ack-on-durable,
+    /// cancel-on-disconnect).
+    pub fn login_with(addr: SocketAddr, key_id: u64, secret: [u8; 32], opts: LoginOptions) -> Result<Client, ClientError> {
         let mut c = Client::connect(addr)?;
+        c.key = Some((key_id, secret));
+        c.opts = opts;
+        c.handshake(opts.next_seq)?;
+        Ok(c)
+    }
+
+    /// After a disconnect (or to move to a restarted engine): connects
+    /// again with the same key and flags and asks for every sequenced
+    /// message after the last one received, which the server replays from
+    /// its journal before anything new. `client_seq` continues above the
+    /// highest the engine took.
+    pub fn reconnect(&mut self) -> Result<Resumed, ClientError> {
+        let expected = self.next_seq;
+        self.stream = TcpStream::connect(self.addr)?;
+        self.stream.set_nodelay(true)?;
+        self.rpos = 0;
+        self.rlen = 0;
+        self.wbuf.clear();
+        self.handshake(expected)?;
+        // The server answers with where its stream continues: `expected`
+        // when it replays or has nothing new, lower when it lost messages
+        // this client saw.
+        let lost = expected.saturating_sub(self.next_seq);
+        Ok(Resumed { next_seq: self.next_seq, lost })
+    }
+
+    /// Where [`Client::reconnect`] connects (an engine restarted elsewhere).
+    pub fn set_addr(&mut self, addr: SocketAddr) {
+        self.addr = addr;
+    }
+
+    fn handshake(&mut self, next_seq: u64) -> Result<(), ClientError> {
+        let (key_id, secret) = self.key.expect("logged in with a key");
+        let c = self;
         c.stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        c.send(|b| wire::Login { key_id, secret, next_seq: 0, heartbeat_ms: 0, flags: 0 }.push(b))?;
+        let (flags, heartbeat_ms) = (c.opts.flags, c.opts.heartbeat_ms);
+        c.send(|b| wire::Login { key_id, secret, next_seq, heartbeat_ms, flags }.push(b))?;
         match c.recv()? {
             ServerMsg::LoginAccepted(m) => {
                 c.account = m.account;
@@ -76,7 +146,7 @@ impl Client {
             other => return Err(ClientError::Unexpected(Box::new(other))),
         }
         c.stream.set_read_timeout(None)?;
-        Ok(c)
+        Ok(())
     }
 
     pub fn stream(&self) -> &TcpStream {

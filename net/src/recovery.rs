@@ -258,7 +258,7 @@ fn follow(
         let r = requests.load(Ordering::SeqCst);
         let asked = r != seen_requests;
         let timed = !cfg.interval.is_zero() && Instant::now() >= due;
-        if (asked || timed) && (last_seq > last_snapshot || asked) {
+        if asked || (timed && last_seq > last_snapshot) {
             seen_requests = r;
             let t = Instant::now();
             let data = encode_state(&replica);

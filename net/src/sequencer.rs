@@ -125,12 +125,14 @@ pub fn replay_with(
             report.last_seq = rec.seq;
             match rec.kind {
                 kinds::EXCHANGE_COMMAND => {}
-                kinds::SESSION_OPEN | kinds::SESSION_CLOSE => {
+                kinds::SESSION_OPEN | kinds::SESSION_CLOSE | kinds::SESSION_REGISTER => {
                     if let Some(book) = book.as_deref_mut() {
                         let bad = |err| ReplayError::Session { seq: rec.seq, err };
                         if rec.kind == kinds::SESSION_OPEN {
                             let o = SessionOpen::decode(rec.payload).map_err(bad)?;
                             book.open(&o.binding, o.flags);
+                        } else if rec.kind == kinds::SESSION_REGISTER {
+                            book.register(&SessionOpen::decode(rec.payload).map_err(bad)?.binding);
                         } else {
                             book.close(sessions::decode_close(rec.payload).map_err(bad)?.0);
                         }

@@ -168,11 +168,12 @@ impl SessionBook {
         self.by_key.get(&key_id).copied()
     }
 
-    /// A login: registers the name on its first one (its binding is frozen
-    /// from then on), records the flags and marks it open. Returns the
+    /// Registers a name (the engine learnt of its key: at start-up, when
+    /// the key store changes, or at its first login): from here on events
+    /// are numbered for it. Its binding is frozen from then on. Returns the
     /// name's index.
-    pub fn open(&mut self, binding: &Binding, flags: u32) -> u32 {
-        let i = match self.by_key.get(&binding.key_id) {
+    pub fn register(&mut self, binding: &Binding) -> u32 {
+        match self.by_key.get(&binding.key_id) {
             Some(&i) => i,
             None => {
                 let i = self.names.len() as u32;
@@ -189,7 +190,13 @@ impl SessionBook {
                 self.bind(i);
                 i
             }
-        };
+        }
+    }
+
+    /// A login: registers the name if new, records the flags and marks it
+    /// open. Returns the name's index.
+    pub fn open(&mut self, binding: &Binding, flags: u32) -> u32 {
+        let i = self.register(binding);
         let n = &mut self.names[i as usize];
         n.flags = flags;
         n.open = true;

@@ -1,121 +1,17 @@
 //! End to end over loopback: a real gateway (io_uring I/O shards, engine
 //! shard, journal, key store) and clients speaking the binary protocol.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use otedama_engine::{AccountId, Exchange, Limits};
-use otedama_journal::{Journal, Options, Reader, ReaderOptions};
+use otedama_engine::Exchange;
+use otedama_journal::{Reader, ReaderOptions};
 use otedama_net::client::{Client, ClientError};
-use otedama_net::gateway::{EngineState, Gateway, GatewayConfig};
-use otedama_net::keys::{KeyStore, NewKey, path_in};
+use otedama_net::keys::{KeyStore, path_in};
 use otedama_net::wire::{self, ServerMsg};
 use rand::{Rng, SeedableRng};
 
-fn limits() -> Limits {
-    Limits { accounts_max: 1000, assets_max: 8, instruments_max: 8, orders_max: 1 << 16, levels_max: 1 << 16, fee_account: AccountId(0) }
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    gw: Option<Gateway>,
-    admin: NewKey,
-    traders: Vec<NewKey>,
-}
-
-impl Env {
-    fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Env {
-        Self::start_with(2, tweak)
-    }
-
-    fn start_with(shards: usize, tweak: impl FnOnce(&mut GatewayConfig)) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let kp = path_in(dir.path());
-        let mut ks = KeyStore::default();
-        let admin = ks.add(0, true, "admin").unwrap();
-        let traders: Vec<NewKey> = (1..=4).map(|a| ks.add(a, false, "").unwrap()).collect();
-        ks.save(&kp).unwrap();
-        let mut cfg = GatewayConfig::parking("127.0.0.1:0".parse().unwrap(), kp);
-        cfg.io_cores = vec![None; shards];
-        tweak(&mut cfg);
-        let journal =
-            Journal::open(dir.path().join("j"), Options { durability: otedama_journal::Durability::None, ..Options::default() }).unwrap();
-        let gw = Gateway::start(cfg, EngineState::fresh(Exchange::new(limits())), journal).unwrap();
-        Env { dir, gw: Some(gw), admin, traders }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.gw.as_ref().unwrap().local_addr()
-    }
-
-    fn admin(&self) -> Client {
-        Client::login(self.addr(), self.admin.id, self.admin.secret).unwrap()
-    }
-
-    fn trader(&self, i: usize) -> Client {
-        Client::login(self.addr(), self.traders[i].id, self.traders[i].secret).unwrap()
-    }
-
-    /// Accounts 1..=4 with 10^12 of assets 1 (base) and 2 (quote), and
-    /// instrument 1 (tick 1, lot 1, prices 1..=10000).
-    fn setup_market(&self) {
-        let mut a = self.admin();
-        for acct in 1..=4u32 {
-            admin_ok(&mut a, |cs, b| wire::CreateAccount { client_seq: cs, account: acct }.push(b));
-            for asset in [1u16, 2] {
-                admin_ok(&mut a, |cs, b| {
-                    wire::Deposit { client_seq: cs, account: acct, asset, reserved: 0, amount: 1_000_000_000_000 }.push(b)
-                });
-            }
-        }
-        let mut symbol = [0u8; 16];
-        symbol[..7].copy_from_slice(b"BTC-USD");
-        admin_ok(&mut a, |cs, b| {
-            wire::AddInstrument {
-                client_seq: cs,
-                instrument: 1,
-                base: 1,
-                quote: 2,
-                status: 0,
-                reserved: 0,
-                symbol,
-                tick: 1,
-                lot: 1,
-                min_price: 1,
-                max_price: 10_000,
-                min_qty: 1,
-                max_qty: 1_000_000,
-                quote_per_unit: 1,
-                base_per_unit: 1,
-                maker_bps: -1,
-                taker_bps: 5,
-            }
-            .push(b)
-        });
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(gw) = self.gw.take() {
-            let _ = gw.shutdown();
-        }
-    }
-}
-
-/// Sends an admin command and expects Done with its client_seq.
-fn admin_ok(c: &mut Client, f: impl FnOnce(u64, &mut Vec<u8>)) {
-    let cs = c.take_client_seq();
-    c.send(|b| f(cs, b)).unwrap();
-    match c.next_app().unwrap() {
-        ServerMsg::Done(d) => assert_eq!(d.client_seq, cs),
-        other => panic!("expected Done for {cs}, got {other:?}"),
-    }
-}
-
-fn order(cs: u64, side: u8, price: i64, qty: u64, tif: u8) -> wire::NewOrder {
-    wire::NewOrder { client_seq: cs, account: 0, instrument: 1, side, ord_type: 0, tif, flags: 0, reserved: 0, price, qty, budget: 0 }
-}
+mod common;
+use common::*;
 
 #[test]
 fn every_message_type_end_to_end() {

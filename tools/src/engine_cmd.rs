@@ -168,11 +168,15 @@ pub fn engine(cfg: &Config) -> Result<i32> {
 pub enum KeysCmd {
     /// Make a key for a ledger account; prints its id and secret (shown once).
     Add {
-        #[arg(long)]
-        account: u32,
+        #[arg(long, required_unless_present = "drop_copy")]
+        account: Option<u32>,
         /// May send admin commands and act for any account.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "drop_copy")]
         admin: bool,
+        /// A read-only drop-copy key receiving every execution of these
+        /// accounts: `*` for all, or a list like `7,9,12`.
+        #[arg(long, conflicts_with = "account")]
+        drop_copy: Option<String>,
         #[arg(long, default_value = "")]
         label: String,
         #[arg(long)]
@@ -190,20 +194,38 @@ pub enum KeysCmd {
 pub fn keys_cmd(cmd: KeysCmd, data_dir: &Path) -> Result<i32> {
     let path = keys::path_in(data_dir);
     match cmd {
-        KeysCmd::Add { account, admin, label, json } => {
+        KeysCmd::Add { account, admin, drop_copy, label, json } => {
             std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
             let mut store = KeyStore::load(&path)?;
-            let k = store.add(account, admin, &label)?;
+            let follow = match &drop_copy {
+                Some(f) => Some(keys::Follow::parse(f).context("--drop-copy takes `*` or account numbers separated by commas")?),
+                None => None,
+            };
+            let account = account.unwrap_or(0);
+            let k = match &follow {
+                Some(f) => store.add_drop_copy(f.clone(), &label)?,
+                None => store.add(account, admin, &label)?,
+            };
             store.save(&path)?;
+            let role = if follow.is_some() {
+                "dropcopy"
+            } else if admin {
+                "admin"
+            } else {
+                "trader"
+            };
             if json {
                 println!(
                     "{}",
-                    json!({"id": format!("{:016x}", k.id), "secret": hex::encode(k.secret), "account": account, "admin": admin})
+                    json!({"id": format!("{:016x}", k.id), "secret": hex::encode(k.secret), "account": account, "admin": admin, "role": role, "follows": follow.as_ref().map(|f| f.to_string())})
                 );
             } else {
                 println!("key id  {:016x}", k.id);
                 println!("secret  {}", hex::encode(k.secret));
-                println!("account {account}{}", if admin { " (admin)" } else { "" });
+                match &follow {
+                    Some(f) => println!("follows {f} (drop copy: read-only, every execution of these accounts)"),
+                    None => println!("account {account}{}", if admin { " (admin)" } else { "" }),
+                }
                 println!("use as  --key {:016x}:{}", k.id, hex::encode(k.secret));
                 println!("The secret is shown only now; {} keeps its argon2id hash.", path.display());
             }
@@ -215,7 +237,7 @@ pub fn keys_cmd(cmd: KeysCmd, data_dir: &Path) -> Result<i32> {
                 let v: Vec<_> = store
                     .keys
                     .iter()
-                    .map(|k| json!({"id": format!("{:016x}", k.id), "account": k.account, "admin": k.admin, "revoked": k.revoked, "created": k.created, "label": k.label}))
+                    .map(|k| json!({"id": format!("{:016x}", k.id), "account": k.account, "admin": k.admin, "role": k.role_name(), "follows": k.drop_copy.as_ref().map(|f| f.to_string()), "revoked": k.revoked, "created": k.created, "label": k.label}))
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
             } else {
@@ -223,8 +245,8 @@ pub fn keys_cmd(cmd: KeysCmd, data_dir: &Path) -> Result<i32> {
                     println!(
                         "{:016x} account {:<8} {:<6} {:<7} created {} {}",
                         k.id,
-                        k.account,
-                        if k.admin { "admin" } else { "trader" },
+                        k.drop_copy.as_ref().map_or(k.account.to_string(), |f| f.to_string()),
+                        k.role_name(),
                         if k.revoked { "revoked" } else { "active" },
                         k.created,
                         k.label

@@ -21,6 +21,13 @@ pub struct TradeArgs {
     /// How long to keep printing answers after the last one (ms).
     #[arg(long, default_value_t = 300)]
     pub quiet_ms: u64,
+    /// Replay this session's sequenced messages from this sequence number
+    /// first (they are printed before anything new).
+    #[arg(long, default_value_t = 0)]
+    pub replay_from: u64,
+    /// Ack-on-durable: answers arrive only once the journal has synced them.
+    #[arg(long)]
+    pub durable: bool,
     #[command(subcommand)]
     pub what: TradeCmd,
 }
@@ -125,8 +132,18 @@ pub fn run(a: TradeArgs) -> Result<i32> {
     let (id, secret) = a.key.split_once(':').context("--key is KEYID:SECRET")?;
     let id = otedama_net::keys::parse_id(id).context("key id: 16 hex digits")?;
     let secret = otedama_net::keys::parse_secret(secret).context("secret: 64 hex digits")?;
-    let mut c = Client::login(a.addr, id, secret).with_context(|| format!("logging in to {}", a.addr))?;
-    println!("logged in: account {}{}, next sequence {}", c.account, if c.admin { " (admin)" } else { "" }, c.next_seq);
+    let opts = otedama_net::client::LoginOptions {
+        next_seq: a.replay_from,
+        flags: if a.durable { otedama_net::sessions::FLAG_ACK_ON_DURABLE } else { 0 },
+        heartbeat_ms: 0,
+    };
+    let mut c = Client::login_with(a.addr, id, secret, opts).with_context(|| format!("logging in to {}", a.addr))?;
+    let role = match c.role {
+        1 => " (admin)",
+        2 => " (drop copy)",
+        _ => "",
+    };
+    println!("logged in: account {}{role}, next sequence {}", c.account, c.next_seq);
     let cs = c.take_client_seq();
     let mut listen_for = None;
     match &a.what {

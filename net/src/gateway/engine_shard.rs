@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use otedama_engine::{AccountId, Command, CommandKind, Event};
 use otedama_journal::{Durability, JournalError, kinds, now_ns};
 use rtrb::{Consumer, Producer};
@@ -66,6 +66,7 @@ pub(crate) struct EngineShard {
     heartbeat_ms: u32,
     replay: Sender<ReplayReq>,
     replayer: std::thread::Thread,
+    registrations: Receiver<Binding>,
     durable_ok: bool,
     scratch: Vec<u8>,
     stats: EngineStats,
@@ -100,6 +101,8 @@ pub(crate) struct EngineParts {
     pub heartbeat_ms: u32,
     pub replay: Sender<ReplayReq>,
     pub replayer: std::thread::Thread,
+    /// Keys the credential checker found in the key store.
+    pub registrations: Receiver<Binding>,
 }
 
 impl EngineShard {
@@ -140,6 +143,7 @@ impl EngineShard {
             heartbeat_ms: parts.heartbeat_ms,
             replay: parts.replay,
             replayer: parts.replayer,
+            registrations: parts.registrations,
             durable_ok,
             scratch: Vec::with_capacity(256),
             stats: EngineStats::default(),
@@ -249,6 +253,12 @@ impl EngineShard {
     /// One pass over every inbound ring. Returns whether it did anything.
     fn poll_once(&mut self) -> Result<bool, String> {
         let mut did = false;
+        if !self.registrations.is_empty() {
+            while let Ok(b) = self.registrations.try_recv() {
+                did = true;
+                self.register(&b).map_err(|e| format!("journal append: {e}"))?;
+            }
+        }
         for i in 0..self.from_io.len() {
             // Up to a batch per shard per pass, for fairness.
             for _ in 0..64 {
@@ -299,6 +309,22 @@ impl EngineShard {
         let (live, out) = (&self.live, &mut self.out);
         for ev in done.events {
             self.book.route(Some(name), client_seq, cmd_seq, ev, |n, seq, cs| out.send_event(live[n as usize], seq, cs, ts, after, ev));
+        }
+        Ok(())
+    }
+
+    /// A key the engine has not numbered for yet: journal its registration;
+    /// events are numbered for it from here on.
+    fn register(&mut self, binding: &Binding) -> Result<(), JournalError> {
+        if self.book.find(binding.key_id).is_some() {
+            return Ok(());
+        }
+        self.scratch.clear();
+        SessionOpen { binding: binding.clone(), flags: 0 }.encode(&mut self.scratch);
+        self.seq.append_session(kinds::SESSION_REGISTER, now_ns(), &self.scratch)?;
+        let name = self.book.register(binding);
+        if self.live.len() <= name as usize {
+            self.live.resize(name as usize + 1, Live::default());
         }
         Ok(())
     }

@@ -395,6 +395,7 @@ impl Gateway {
         }
 
         let auth_stop = Arc::new(AtomicBool::new(false));
+        let (reg_tx, reg_rx) = crossbeam_channel::unbounded();
         let (tx, rx) = std::sync::mpsc::channel();
         let auth = {
             let wakers = io_wakers.clone();
@@ -402,7 +403,7 @@ impl Gateway {
             let auth_stop = auth_stop.clone();
             std::thread::Builder::new().name("auth".into()).spawn(move || {
                 let _ = tx.send(std::thread::current());
-                auth::run(keys, auth_req_c, auth_resp_p, wakers, auth_stop)
+                auth::run(keys, auth_req_c, auth_resp_p, wakers, reg_tx, auth_stop)
             })?
         };
         let auth_thread = rx.recv().map_err(|_| std::io::Error::other("auth worker did not start"))?;
@@ -458,6 +459,7 @@ impl Gateway {
             heartbeat_ms: cfg.heartbeat_ms,
             replay: req_tx.clone(),
             replayer: replayer_thread.clone(),
+            registrations: reg_rx.clone(),
         };
 
         let engine_stop = Arc::new(AtomicBool::new(false));

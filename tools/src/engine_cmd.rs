@@ -78,6 +78,15 @@ pub fn engine(cfg: &Config) -> Result<i32> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let gw_cfg = cfg.gateway.to_net(&cfg.data_dir)?;
     let (state, journal, rep, snaps) = recover(cfg)?;
+    println!(
+        "otedama engine: recovered {} through journal sequence {}: {} commands ({} events) replayed and verified in {:.3} s, {} session name(s)",
+        rep.snapshot_seq.map_or("from the start of the journal".to_string(), |s| format!("from the snapshot at {s}")),
+        rep.last_seq,
+        rep.commands,
+        rep.events,
+        rep.snapshot_load_s + rep.replay_s,
+        state.sessions.len()
+    );
     let keys_path = keys::path_in(&cfg.data_dir);
     // Operators' keys (the engine's own, for miner accounts, aside).
     let n_keys = KeyStore::load(&keys_path)?.keys.iter().filter(|k| k.label != crate::pool_side::ADMIN_KEY_LABEL).count();

@@ -57,6 +57,16 @@ pub struct Args {
     /// Sessions of the throughput search (orders spread round-robin).
     #[arg(long, default_value_t = 1)]
     pub sessions: usize,
+    /// Offered rate of the ack-on-match vs ack-on-durable runs, orders/s.
+    #[arg(long, default_value_t = 20_000)]
+    pub durable_rate: u64,
+    /// Only the recovery figures: ack-on-durable round trips, restart
+    /// speed, replay speed.
+    #[arg(long)]
+    pub recovery_only: bool,
+    /// With `--recovery-only`: just one of its parts (for profiling).
+    #[arg(long, value_parser = ["durability", "restart", "replay"])]
+    pub only: Option<String>,
 }
 
 /// The engine as a child process, and its CPU time.
@@ -66,7 +76,7 @@ struct EngineProc {
 }
 
 impl EngineProc {
-    fn start(dir: &Path, a: &Args, io_poll: &str, engine_poll: &str) -> Result<EngineProc> {
+    fn start(dir: &Path, a: &Args, io_poll: &str, engine_poll: &str, durability: &str) -> Result<EngineProc> {
         use std::io::BufRead;
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
@@ -80,14 +90,16 @@ impl EngineProc {
                 "--gateway-rate-per-sec=1000000000",
                 "--gateway-rate-burst=100000000",
                 "--gateway-outbound-queue-bytes=268435456",
-                "--journal-durability=none",
+                &format!("--journal-durability={durability}"),
                 // The writeback thread parks at once instead of spinning 50 µs
                 // after each record (on a 2-core host its spinning competes
                 // with the shards), and wakes itself every 200 µs instead of
                 // being woken per record: no syscall per command for the
                 // journal (tuning/README.md).
                 "--journal-flusher-spin-us=0",
-                "--journal-writeback-delay-us=200",
+                // Under `batch` the writeback thread is woken per record (the
+                // default): a timer would delay every group commit.
+                &format!("--journal-writeback-delay-us={}", if durability == "none" { 200 } else { 0 }),
                 "--log-level=warn",
                 // Only order entry is measured: no devnet or template task.
                 "--pool-enabled=false",
@@ -98,8 +110,17 @@ impl EngineProc {
             .context("starting otedama engine")?;
         let out = child.stdout.take().expect("piped");
         let mut reader = std::io::BufReader::new(out);
+        // Lines before the address (how it recovered) are passed through.
         let mut line = String::new();
-        reader.read_line(&mut line)?;
+        while !line.contains("order entry on ") {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                anyhow::bail!("engine exited before reporting its address");
+            }
+            if !line.contains("order entry on ") {
+                print!("  [engine] {line}");
+            }
+        }
         // Keep reading the engine's stdout (its final report) so it never
         // writes into a closed pipe.
         std::thread::spawn(move || {
@@ -155,7 +176,7 @@ fn admin(c: &mut Client, f: impl FnOnce(u64, &mut Vec<u8>)) -> Result<()> {
 }
 
 /// Accounts 1..=n with funds, and instrument 1.
-fn setup(addr: SocketAddr, admin_key: (u64, [u8; 32]), n: u32) -> Result<()> {
+pub(crate) fn setup(addr: SocketAddr, admin_key: (u64, [u8; 32]), n: u32) -> Result<()> {
     let mut c = Client::login(addr, admin_key.0, admin_key.1)?;
     for acct in 1..=n {
         admin(&mut c, |cs, b| wire::CreateAccount { client_seq: cs, account: acct }.push(b))?;
@@ -190,6 +211,118 @@ fn setup(addr: SocketAddr, admin_key: (u64, [u8; 32]), n: u32) -> Result<()> {
     Ok(())
 }
 
+/// fdatasync of a 4 KiB write in `dir`, `n` times: (p50, p99) in µs.
+fn sync_probe(dir: &Path, n: usize) -> Result<(f64, f64)> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let p = dir.join("sync-probe");
+    let mut f = std::fs::File::create(&p)?;
+    f.write_all(&[0u8; 4096])?;
+    f.sync_all()?;
+    let mut h = harness::histogram();
+    for i in 0..n {
+        let t = std::time::Instant::now();
+        f.write_all_at(&[i as u8; 4096], 0)?;
+        f.sync_data()?;
+        h.record(t.elapsed().as_nanos() as u64).ok();
+    }
+    std::fs::remove_file(&p)?;
+    Ok((h.value_at_quantile(0.5) as f64 / 1e3, h.value_at_quantile(0.99) as f64 / 1e3))
+}
+
+/// Ack-on-match against ack-on-durable, both on one engine whose journal
+/// group-commits (`batch`), alternating runs at one fixed rate, and the
+/// host's sync time measured beside them.
+fn durability_part(a: &Args, runs: usize, secs: f64, io_poll: &str, engine_poll: &str) -> Result<Map<String, Value>> {
+    let dir = match &a.data_parent {
+        Some(p) => tempfile::tempdir_in(p)?,
+        None => tempfile::tempdir()?,
+    };
+    let mut ks = KeyStore::default();
+    let admin_key = ks.add(0, true, "bench admin")?;
+    let matcher = ks.add(1, false, "bench match")?;
+    let durable = ks.add(2, false, "bench durable")?;
+    ks.save(&otedama_net::keys::path_in(dir.path()))?;
+    let engine = EngineProc::start(dir.path(), a, io_poll, engine_poll, "batch")?;
+    setup(engine.addr, (admin_key.id, admin_key.secret), 2)?;
+    println!(
+        "  ack-on-match vs ack-on-durable: journal policy batch (group commit) on {}, {runs} runs of {secs} s each at {} orders/s",
+        fs_type(dir.path()),
+        a.durable_rate
+    );
+    let mut v: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut syncs = Vec::new();
+    for run in 0..runs {
+        let mut line = format!("  durability run {}:", run + 1);
+        for (name, k, flags) in [("match", matcher, 0), ("durable", durable, otedama_net::sessions::FLAG_ACK_ON_DURABLE)] {
+            let spec = LoadSpec {
+                addr: engine.addr,
+                keys: vec![(k.id, k.secret)],
+                raw_sessions: 0,
+                rate: a.durable_rate as f64,
+                duration: Duration::from_secs_f64(secs),
+                warmup: Duration::from_millis(200),
+                mix: Mix::Ioc,
+                instrument: 1,
+                core: Some(a.client_core),
+                flags,
+            };
+            let r = loadgen::run(&spec)?;
+            anyhow::ensure!(r.missing == 0 && r.throttled == 0 && r.rejected == 0, "{name} run lost answers: {r:?}");
+            let (p50, p99) = (r.rtt.value_at_quantile(0.5) as f64 / 1e3, r.rtt.value_at_quantile(0.99) as f64 / 1e3);
+            v.entry(if flags == 0 { "m50" } else { "d50" }).or_default().push(p50);
+            v.entry(if flags == 0 { "m99" } else { "d99" }).or_default().push(p99);
+            line.push_str(&format!(" ack-on-{name} p50 {p50:.1} p99 {p99:.1} µs |"));
+        }
+        let (s50, s99) = sync_probe(dir.path(), 200)?;
+        syncs.push((s50, s99));
+        line.push_str(&format!(" 4 KiB fdatasync p50 {s50:.1} p99 {s99:.1} µs"));
+        println!("{line}");
+    }
+    engine.stop()?;
+    let m = |k: &str| median_spread(v.get(k).map(Vec::as_slice).unwrap_or(&[]));
+    let ((m50, _), (m99, m99s), (d50, _), (d99, d99s)) = (m("m50"), m("m99"), m("d50"), m("d99"));
+    let (s50, _) = median_spread(&syncs.iter().map(|s| s.0).collect::<Vec<_>>());
+    let (s99, _) = median_spread(&syncs.iter().map(|s| s.1).collect::<Vec<_>>());
+    println!(
+        "  durability medians: ack-on-match p50 {m50:.1} p99 {m99:.1} µs, ack-on-durable p50 {d50:.1} p99 {d99:.1} µs; sync p50 {s50:.1} p99 {s99:.1} µs; durable p99 − match p99 = {:.1} µs",
+        d99 - m99
+    );
+    let mut out = Map::new();
+    out.insert("durable_offered_rate".into(), json!(a.durable_rate));
+    out.insert("match_rtt_p50_us".into(), json!(m50));
+    out.insert("match_rtt_p99_us".into(), json!(m99));
+    out.insert("match_rtt_p99_us_spread".into(), json!(m99s));
+    out.insert("durable_rtt_p50_us".into(), json!(d50));
+    out.insert("durable_rtt_p99_us".into(), json!(d99));
+    out.insert("durable_rtt_p99_us_spread".into(), json!(d99s));
+    out.insert("sync_p50_us".into(), json!(s50));
+    out.insert("sync_p99_us".into(), json!(s99));
+    out.insert("durable_p99_minus_match_p99_us".into(), json!(d99 - m99));
+    Ok(out)
+}
+
+/// The recovery figures alone (`--recovery-only`), or added to the rest.
+fn recovery_parts(a: &Args, runs: usize, secs: f64, io_poll: &str, engine_poll: &str) -> Result<Map<String, Value>> {
+    let part = |p: &str| a.only.as_deref().is_none_or(|o| o == p);
+    let mut out = if part("durability") { durability_part(a, runs, secs, io_poll, engine_poll)? } else { Map::new() };
+    let parent = a.data_parent.as_deref();
+    if part("restart") {
+        let commands = if a.quick { 300_000 } else { 2_000_000 };
+        for (k, v) in crate::recovery::recovery_speed(parent, commands, runs.min(3), a.engine_core)?.as_object().expect("object") {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    if part("replay") {
+        let orders = if a.quick { 200_000 } else { 1_000_000 };
+        for (k, v) in crate::recovery::replay_speed(parent, orders, runs.min(3), a.engine_core, a.client_core)?.as_object().expect("object")
+        {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(out)
+}
+
 pub fn run(a: &Args) -> Result<Value> {
     let runs = a.runs.unwrap_or(if a.quick { 3 } else { 5 });
     let lat_secs = if a.quick { 1.0 } else { 3.0 };
@@ -203,6 +336,20 @@ pub fn run(a: &Args) -> Result<Value> {
         a.client_core, a.io_core, a.engine_core, a.io_core
     );
     println!("otedama bench gateway{}: {layout}", if a.quick { " --quick" } else { "" });
+    if a.recovery_only {
+        let stall = StallMeter::start(Some(a.engine_core), Duration::from_millis(1));
+        let mut out = recovery_parts(a, runs, lat_secs, io_poll, engine_poll)?;
+        let stalls = stall.stop();
+        println!("  stall meter on core {}: p99 {:.0} µs, max {:.0} µs", a.engine_core, stalls.p99_us, stalls.max_us);
+        out.insert("bench".into(), json!("gateway"));
+        out.insert("recovery_only".into(), json!(true));
+        out.insert("quick".into(), json!(a.quick));
+        out.insert("runs".into(), json!(runs));
+        out.insert("stall_p99_us".into(), json!(stalls.p99_us));
+        out.insert("stall_max_us".into(), json!(stalls.max_us));
+        out.insert("cores_layout".into(), json!(layout));
+        return Ok(Value::Object(out));
+    }
     println!(
         "  {runs} latency runs of {lat_secs} s at {} orders/s offered, one session, IOC orders (ack-on-match, journal policy none)",
         a.rate
@@ -217,7 +364,7 @@ pub fn run(a: &Args) -> Result<Value> {
     let admin_key = ks.add(0, true, "bench admin")?;
     let traders: Vec<_> = (1..=a.sessions.max(1) as u32).map(|acct| ks.add(acct, false, "bench")).collect::<Result<_, _>>()?;
     ks.save(&otedama_net::keys::path_in(dir.path()))?;
-    let engine = EngineProc::start(dir.path(), a, io_poll, engine_poll)?;
+    let engine = EngineProc::start(dir.path(), a, io_poll, engine_poll, "none")?;
     setup(engine.addr, (admin_key.id, admin_key.secret), traders.len() as u32)?;
     let (echo_addr, echo_stop) = loadgen::echo_server(Some(a.io_core), spin)?;
 
@@ -233,6 +380,7 @@ pub fn run(a: &Args) -> Result<Value> {
         mix,
         instrument: 1,
         core: Some(a.client_core),
+        flags: 0,
     };
     let mut hs = (harness::histogram(), harness::histogram());
     let mut cpu_per_order = Vec::new();
@@ -352,9 +500,10 @@ pub fn run(a: &Args) -> Result<Value> {
             break;
         }
     }
-    let stalls = stall.stop();
     echo_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     engine.stop()?;
+    let recovery = recovery_parts(a, runs, lat_secs, io_poll, engine_poll)?;
+    let stalls = stall.stop();
 
     let m = |k: &str| median_spread(v.get(k).map(Vec::as_slice).unwrap_or(&[]));
     let (p50, _) = m("rtt_p50");
@@ -412,6 +561,7 @@ pub fn run(a: &Args) -> Result<Value> {
     out.insert("stall_max_us".into(), json!(stalls.max_us));
     out.insert("cores_layout".into(), json!(layout));
     out.insert("journal_fs".into(), json!(fs_type(dir.path())));
+    out.extend(recovery);
     out.insert("machine".into(), harness::machine());
     let v = Value::Object(out);
     println!("{v}");

@@ -12,6 +12,7 @@ pub mod hashers;
 pub mod journal;
 pub mod loadgen;
 pub mod matching;
+pub mod recovery;
 pub mod runtimes;
 pub mod stratum;
 pub mod stratum_load;

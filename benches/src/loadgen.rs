@@ -48,6 +48,8 @@ pub struct LoadSpec {
     pub instrument: u16,
     /// Core for the sender and receiver threads.
     pub core: Option<usize>,
+    /// Login flags of every session (ack-on-durable: bit 0).
+    pub flags: u32,
 }
 
 #[derive(Debug)]
@@ -82,7 +84,8 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
             s
         } else {
             let (id, secret) = spec.keys[i];
-            let mut c = Client::login(spec.addr, id, secret).with_context(|| format!("logging in session {i}"))?;
+            let opts = otedama_net::client::LoginOptions { flags: spec.flags, ..Default::default() };
+            let mut c = Client::login_with(spec.addr, id, secret, opts).with_context(|| format!("logging in session {i}"))?;
             let base = c.take_client_seq() - 1;
             bases.push(base);
             c.stream().try_clone()?

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::JournalError;
 use crate::control::{CONTROL_BYTES, CONTROL_NAME, Control};
 use crate::format::*;
-use crate::record::{Record, Slot, read_slot};
+use crate::record::{Record, Slot, read_slot, read_slot_verified};
 use crate::storage::{FileStorage, Region, Storage};
 
 /// Reader settings.
@@ -34,6 +34,8 @@ pub struct Reader {
     writer_generation: u64,
     /// Records below this are passed over (a reader opened ahead of the end).
     skip_below: u64,
+    /// Checksums below this sequence are skipped ([`Reader::trust_verified_below`]).
+    verified_below: u64,
 }
 
 impl Reader {
@@ -68,6 +70,7 @@ impl Reader {
             next_seq: from_seq.max(1),
             durable_only,
             skip_below: from_seq.max(1),
+            verified_below: 0,
         };
         r.locate()?;
         Ok(r)
@@ -214,6 +217,13 @@ impl Reader {
         Ok(())
     }
 
+    /// Records below `seq` were verified by this process (the writer's
+    /// open scan checks every record's checksum): their checksums are not
+    /// computed again. Recovery's replay reads about twice as fast for it.
+    pub fn trust_verified_below(&mut self, seq: u64) {
+        self.verified_below = seq;
+    }
+
     /// The next record if one is available now.
     pub fn try_next(&mut self) -> Result<Option<Record<'_>>, JournalError> {
         self.poll(true)
@@ -235,7 +245,14 @@ impl Reader {
             let (base, len) = (region.ptr() as *const u8, region.len());
             // SAFETY: `base` maps `len` bytes and is kept alive by
             // `self.region` for as long as the returned borrow of `self`.
-            match unsafe { read_slot(base, len, self.offset, self.next_seq) } {
+            let slot = if self.next_seq < self.verified_below {
+                // SAFETY: as above.
+                unsafe { read_slot_verified(base, len, self.offset, self.next_seq) }
+            } else {
+                // SAFETY: as above.
+                unsafe { read_slot(base, len, self.offset, self.next_seq) }
+            };
+            match slot {
                 Slot::Record(rec, next) => {
                     if rec.seq >= self.skip_below && !consume {
                         return Ok(Some(rec));

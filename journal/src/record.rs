@@ -41,6 +41,22 @@ pub enum Slot<'a> {
 /// # Safety
 /// `base` must be valid for reads of `seg_len` bytes for `'a`, 8-aligned.
 pub unsafe fn read_slot<'a>(base: *const u8, seg_len: usize, offset: usize, expected_seq: u64) -> Slot<'a> {
+    // SAFETY: the caller's contract.
+    unsafe { read_slot_checked::<true>(base, seg_len, offset, expected_seq) }
+}
+
+/// [`read_slot`] without the checksum, for records this process has just
+/// verified (recovery's scan checks every record before a replay reads
+/// them again). Every other check stays.
+///
+/// # Safety
+/// As [`read_slot`].
+pub unsafe fn read_slot_verified<'a>(base: *const u8, seg_len: usize, offset: usize, expected_seq: u64) -> Slot<'a> {
+    // SAFETY: the caller's contract.
+    unsafe { read_slot_checked::<false>(base, seg_len, offset, expected_seq) }
+}
+
+unsafe fn read_slot_checked<'a, const CRC: bool>(base: *const u8, seg_len: usize, offset: usize, expected_seq: u64) -> Slot<'a> {
     if offset + RECORD_HEADER_BYTES > seg_len {
         return Slot::EndOfSegment;
     }
@@ -68,7 +84,7 @@ pub unsafe fn read_slot<'a>(base: *const u8, seg_len: usize, offset: usize, expe
         return Slot::Bad("sequence number out of order");
     }
     let payload = &rec[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + len];
-    if get_u32(rec, R_CRC) != record_crc(&rec[R_SEQ..]) {
+    if CRC && get_u32(rec, R_CRC) != record_crc(&rec[R_SEQ..]) {
         return Slot::Bad("record checksum mismatch");
     }
     Slot::Record(

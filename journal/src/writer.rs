@@ -441,6 +441,21 @@ pub struct Journal {
 // through its Arc; the Journal is used by one thread at a time (&mut self).
 unsafe impl Send for Journal {}
 
+/// The index of the first non-zero byte. Compares a page at a time (a
+/// memcmp against zeros, vectorised), since the tail of a 64 MiB segment is
+/// checked at every open.
+fn first_nonzero(b: &[u8]) -> Option<usize> {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    let mut at = 0;
+    for chunk in b.chunks(4096) {
+        if chunk != &ZEROS[..chunk.len()] {
+            return chunk.iter().position(|&x| x != 0).map(|i| at + i);
+        }
+        at += chunk.len();
+    }
+    None
+}
+
 /// Current wall-clock time in ns since the Unix epoch (vDSO, no syscall).
 pub fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
@@ -518,7 +533,7 @@ impl Journal {
                 // SAFETY: the mapping lives as long as `s.region`.
                 let bytes = unsafe { std::slice::from_raw_parts(s.region.ptr(), len) };
                 // Clear whatever a torn or unsynced tail left after the end.
-                if let Some(first_dirty) = bytes[s.end_offset..].iter().position(|&b| b != 0) {
+                if let Some(first_dirty) = first_nonzero(&bytes[s.end_offset..]) {
                     let zeros = vec![0u8; 1 << 20];
                     let mut at = s.end_offset + first_dirty;
                     while at < len {

@@ -131,11 +131,14 @@ enum LoadgenCmd {
         /// Pin the load generator to this core.
         #[arg(long)]
         core: Option<usize>,
+        /// Log in ack-on-durable (answers wait for the journal's sync).
+        #[arg(long)]
+        durable: bool,
     },
 }
 
 fn loadgen_cmd(cmd: LoadgenCmd) -> Result<i32> {
-    let (addr, keys, rate, seconds, mix, instrument, core) = match cmd {
+    let (addr, keys, rate, seconds, mix, instrument, core, durable) = match cmd {
         LoadgenCmd::Stratum(a) => {
             let r = otedama_benches::stratum_load::run(&a)?;
             // The benchmark that started this process may be gone: no panic on a closed pipe.
@@ -143,7 +146,9 @@ fn loadgen_cmd(cmd: LoadgenCmd) -> Result<i32> {
             let ok = r["wrong_answers"].as_u64().unwrap_or(0) == 0 && r["unanswered"].as_u64().unwrap_or(0) == 0;
             return Ok(if ok { 0 } else { 1 });
         }
-        LoadgenCmd::Orders { addr, keys, rate, seconds, mix, instrument, core } => (addr, keys, rate, seconds, mix, instrument, core),
+        LoadgenCmd::Orders { addr, keys, rate, seconds, mix, instrument, core, durable } => {
+            (addr, keys, rate, seconds, mix, instrument, core, durable)
+        }
     };
     let keys = keys
         .iter()
@@ -165,6 +170,7 @@ fn loadgen_cmd(cmd: LoadgenCmd) -> Result<i32> {
         mix,
         instrument,
         core,
+        flags: if durable { otedama_net::sessions::FLAG_ACK_ON_DURABLE } else { 0 },
     };
     let r = otedama_benches::loadgen::run(&spec)?;
     otedama_benches::harness::print_histogram("NewOrder→Accepted", &r.rtt, 1e3, "µs");

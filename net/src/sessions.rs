@@ -330,7 +330,11 @@ impl SessionBook {
         for _ in 0..count {
             let key_id = r.u64()?;
             let role = Role::from_u8(r.u8()?).ok_or(RecordError::Bad("role"))?;
-            let open = r.u8()? != 0;
+            let open = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(RecordError::Bad("open flag")),
+            };
             let flags = r.u32()?;
             let account = r.u32()?;
             let follow = decode_follow(&mut r)?;
@@ -459,7 +463,9 @@ impl SessionOpen {
         let mut r = Cursor { b, at: 0 };
         let key_id = r.u64()?;
         let role = Role::from_u8(r.u8()?).ok_or(RecordError::Bad("role"))?;
-        r.take(3)?;
+        if r.take(3)? != [0; 3] {
+            return Err(RecordError::Bad("reserved bytes"));
+        }
         let flags = r.u32()?;
         let account = r.u32()?;
         let follow = decode_follow(&mut r)?;
@@ -490,6 +496,9 @@ pub fn encode_close(key_id: u64, reason: CloseReason, out: &mut Vec<u8>) {
 pub fn decode_close(b: &[u8]) -> Result<(u64, u8), RecordError> {
     if b.len() != 16 {
         return Err(RecordError::Short);
+    }
+    if b[9..] != [0; 7] {
+        return Err(RecordError::Bad("reserved bytes"));
     }
     Ok((u64::from_le_bytes(b[..8].try_into().expect("8")), b[8]))
 }
@@ -580,6 +589,11 @@ mod tests {
         for cut in 0..enc.len() {
             assert!(SessionBook::decode(&enc[..cut]).is_err());
         }
+        // Found by fuzzing: an open flag other than 0 or 1 is refused (it
+        // would not re-encode to the same bytes).
+        let mut bad = enc.clone();
+        bad[13] = 10;
+        assert_eq!(SessionBook::decode(&bad), Err(RecordError::Bad("open flag")));
     }
 
     #[test]

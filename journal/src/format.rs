@@ -74,6 +74,40 @@ pub fn record_crc(from_seq: &[u8]) -> u32 {
     crc32c::crc32c(from_seq)
 }
 
+/// [`record_crc`] of three records at once. Written by hand because the
+/// `crc32c` crate runs inputs shorter than 768 bytes (every usual record) as
+/// one chain of `crc32` instructions, each waiting three cycles for the
+/// last; three records' chains interleaved keep the unit busy, so opening a
+/// journal (which checks every record) checks them about three times as
+/// fast. The tails past the shortest record go through the crate.
+pub fn record_crc3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE 4.2, checked just above.
+        return unsafe { crc3_sse42(a, b, c) };
+    }
+    [record_crc(a), record_crc(b), record_crc(c)]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+unsafe fn crc3_sse42(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
+    use std::arch::x86_64::_mm_crc32_u64;
+    let n = a.len().min(b.len()).min(c.len()) / 8 * 8;
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    // The state a fresh CRC32C starts from (the complement of 0).
+    let (mut x, mut y, mut z) = (0xFFFF_FFFFu64, 0xFFFF_FFFFu64, 0xFFFF_FFFFu64);
+    let mut i = 0;
+    while i < n {
+        x = _mm_crc32_u64(x, word(a, i));
+        y = _mm_crc32_u64(y, word(b, i));
+        z = _mm_crc32_u64(z, word(c, i));
+        i += 8;
+    }
+    // `crc32c_append(crc, rest)` resumes from the state `!crc`.
+    [crc32c::crc32c_append(!(x as u32), &a[n..]), crc32c::crc32c_append(!(y as u32), &b[n..]), crc32c::crc32c_append(!(z as u32), &c[n..])]
+}
+
 /// CRC32C of a segment header: bytes 0..64 with the CRC field read as zero.
 pub fn header_crc(header: &[u8]) -> u32 {
     let c = crc32c::crc32c(&header[..H_CRC]);
@@ -231,6 +265,15 @@ mod tests {
         // Tear the newest slot: the older one still answers.
         page[H_WATERMARK_SLOTS[0] + 8] ^= 0xff;
         assert_eq!(read_watermark(&page), Some((1, 10)));
+    }
+
+    #[test]
+    fn three_way_crc_equals_the_crate() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for (la, lb, lc) in [(0, 0, 0), (8, 16, 24), (1, 7, 9), (100, 33, 250), (777, 768, 1500), (64, 64, 64)] {
+            let (a, b, c) = (&data[..la], &data[5..5 + lb], &data[100..100 + lc]);
+            assert_eq!(record_crc3(a, b, c), [record_crc(a), record_crc(b), record_crc(c)], "{la} {lb} {lc}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::JournalError;
 use crate::format::*;
-use crate::record::{Slot, read_slot};
+use crate::record::{Slot, read_slot_verified};
 use crate::storage::{Region, Storage};
 
 /// One segment file of the valid prefix.
@@ -69,6 +69,39 @@ impl Scan {
         let d = self.damage.clone().expect("damage");
         Some(JournalError::Corrupt { segment: d.segment, offset: d.offset, seq: d.seq, watermark: self.watermark, reason: d.reason })
     }
+}
+
+/// The index of the first record in `found` (offset, sequence) whose
+/// checksum is wrong.
+///
+/// # Safety
+/// Each offset must start a structurally valid record inside the mapping
+/// at `base`.
+unsafe fn first_bad_checksum(base: *const u8, found: &[(usize, u64)]) -> Option<usize> {
+    let rec = |i: usize| -> (&[u8], u32) {
+        let at = found[i].0;
+        // SAFETY: the caller's contract: a whole record lies at `at`.
+        unsafe {
+            let size = get_u32(std::slice::from_raw_parts(base.add(at), 4), R_SIZE) as usize;
+            let r = std::slice::from_raw_parts(base.add(at), size);
+            (&r[R_SEQ..], get_u32(r, R_CRC))
+        }
+    };
+    let mut i = 0;
+    while i + 3 <= found.len() {
+        let (a, b, c) = (rec(i), rec(i + 1), rec(i + 2));
+        let got = record_crc3(a.0, b.0, c.0);
+        for (k, want) in [a.1, b.1, c.1].into_iter().enumerate() {
+            if got[k] != want {
+                return Some(i + k);
+            }
+        }
+        i += 3;
+    }
+    (i..found.len()).find(|&k| {
+        let (bytes, want) = rec(k);
+        record_crc(bytes) != want
+    })
 }
 
 /// Scans every segment of `storage` in order of first sequence number.
@@ -150,10 +183,15 @@ pub fn scan(storage: &dyn Storage, writable: bool) -> Result<Scan, JournalError>
         let base = region.ptr() as *const u8;
         let len = region.len();
         let mut offset = SEGMENT_HEADER_BYTES;
+        // Two passes: the records' structure first (sizes, sequence
+        // numbers), then their checksums three at a time; the first bad
+        // record of either kind ends the valid prefix, as one pass would.
+        let mut found: Vec<(usize, u64)> = Vec::new();
         loop {
             // SAFETY: the region maps `len` bytes and outlives this loop.
-            match unsafe { read_slot(base, len, offset, expected) } {
+            match unsafe { read_slot_verified(base, len, offset, expected) } {
                 Slot::Record(_, next) => {
+                    found.push((offset, expected));
                     expected += 1;
                     offset = next;
                 }
@@ -179,6 +217,14 @@ pub fn scan(storage: &dyn Storage, writable: bool) -> Result<Scan, JournalError>
                     break;
                 }
             }
+        }
+        // SAFETY: every offset in `found` starts a record that lies inside
+        // the mapping (checked by the structural pass).
+        if let Some(k) = unsafe { first_bad_checksum(base, &found) } {
+            let (at, seq) = found[k];
+            damage = Some(Damage { segment: name.clone(), offset: at as u64, seq, reason: "record checksum mismatch".into() });
+            offset = at;
+            expected = seq;
         }
         segments.push(ScannedSegment { name, header, region, last_seq: expected - 1, end_offset: offset });
     }

@@ -273,6 +273,8 @@ struct Shared {
     ready_word: AtomicU32,
     prep_error: Mutex<Option<std::io::Error>>,
     poisoned: AtomicBool,
+    /// Called with the new durable watermark each time it advances.
+    on_durable: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
     failure: Mutex<Option<String>>,
     release_below: AtomicU64,
     shutdown: AtomicBool,
@@ -287,6 +289,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// Publishes a new durable watermark: the control block, the futex
+    /// waiters, and the hook, if one is set.
+    fn mark_durable(&self, seq: u64) {
+        self.ctl.set_durable_seq(seq);
+        self.ctl.durable_event().notify();
+        if let Some(hook) = self.on_durable.get() {
+            hook(seq);
+        }
+    }
+
     fn poison(&self, what: String) {
         tracing::error!(journal = %self.storage.describe(), error = %what, "journal poisoned: no further appends");
         *self.failure.lock().expect("lock") = Some(what);
@@ -415,8 +427,7 @@ impl Shared {
         }
         let prev = self.ctl.durable_seq();
         self.sync_active(prev, true)?;
-        self.ctl.set_durable_seq(committed);
-        self.ctl.durable_event().notify();
+        self.mark_durable(committed);
         Ok(())
     }
 }
@@ -621,6 +632,7 @@ impl Journal {
             ready_word: AtomicU32::new(0),
             prep_error: Mutex::new(None),
             poisoned: AtomicBool::new(false),
+            on_durable: std::sync::OnceLock::new(),
             failure: Mutex::new(None),
             release_below: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
@@ -700,6 +712,15 @@ impl Journal {
 
     pub fn durability(&self) -> Durability {
         self.durability
+    }
+
+    /// Sets a function the thread that syncs calls with each new durable
+    /// watermark, right after publishing it (once per journal; later calls
+    /// are ignored). It runs on the sync path: it must be short and never
+    /// block (waking another thread is what it is for). Returns whether it
+    /// was set.
+    pub fn on_durable(&self, hook: Box<dyn Fn(u64) + Send + Sync>) -> bool {
+        self.shared.on_durable.set(hook).is_ok()
     }
 
     pub fn durability_watch(&self) -> DurabilityWatch {
@@ -1005,8 +1026,7 @@ fn writeback(s: Arc<Shared>) {
                 if batch {
                     let prev = s.ctl.durable_seq();
                     s.sync_active(prev, false)?;
-                    s.ctl.set_durable_seq(committed);
-                    s.ctl.durable_event().notify();
+                    s.mark_durable(committed);
                 }
                 Ok(())
             });

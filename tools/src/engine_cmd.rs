@@ -159,8 +159,13 @@ pub fn engine(cfg: &Config) -> Result<i32> {
     let js = journal.stats();
     journal.close().context("closing the journal")?;
     println!(
-        "otedama engine: journal rolled {} segment(s) ({} created, {} recycled; {} roll(s) waited for a prepared segment)",
-        js.rolls, js.segments_created, js.segments_recycled, js.roll_waits
+        "otedama engine: journal rolled {} segment(s) ({} created, {} recycled; {} roll(s) waited for a prepared segment); {} group commit sync(s), {:.1} µs each on average",
+        js.rolls,
+        js.segments_created,
+        js.segments_recycled,
+        js.roll_waits,
+        js.syncs,
+        js.sync_ns_total as f64 / js.syncs.max(1) as f64 / 1e3
     );
     println!(
         "otedama engine: stopped cleanly after {} commands ({} messages out, {} duplicates ignored); journal synced through {}; state hash {}",

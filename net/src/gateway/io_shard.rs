@@ -105,9 +105,9 @@ struct Replay {
 /// What an I/O shard shares with the replayer and the durability relay.
 pub(crate) struct IoLinks {
     pub durable: DurabilityWatch,
-    /// The lowest journal sequence this shard waits to see durable (0: none).
+    /// The lowest journal sequence this shard waits to see durable (0:
+    /// none); the journal's sync thread reads it (`wake_durable`).
     pub durable_wait: Arc<AtomicU64>,
-    pub relay: Thread,
     pub replay_chunks: Receiver<ReplayChunk>,
     pub replay_ctl: Sender<ReplayCtl>,
     pub replayer: Thread,
@@ -325,6 +325,7 @@ impl IoShard {
             Poll::Park => {
                 self.waker.going_to_sleep();
                 if others_empty
+                    && !self.held_ready()
                     && self.from_engine.is_empty()
                     && self.auth_resp.is_empty()
                     && self.links.replay_chunks.is_empty()
@@ -874,9 +875,18 @@ impl IoShard {
     fn hold(&mut self, m: ToShard, after: u64) {
         if self.held.is_empty() {
             self.links.durable_wait.store(after, Ordering::SeqCst);
-            self.links.relay.unpark();
         }
         self.held.push_back(m);
+    }
+
+    /// Whether the first held message may go now. Read after the wait was
+    /// published (`going_to_sleep` fences), so either this sees the new
+    /// watermark or the sync thread sees the wait and wakes the shard.
+    fn held_ready(&self) -> bool {
+        match self.held.front().map(|m| m.ctl) {
+            Some(Ctl::MsgDurable { after }) => after <= self.links.durable.durable_seq(),
+            _ => false,
+        }
     }
 
     /// Delivers every held message the durable watermark now covers.
@@ -891,7 +901,6 @@ impl IoShard {
             let Ctl::MsgDurable { after } = m.ctl else { unreachable!() };
             if after > durable {
                 self.links.durable_wait.store(after, Ordering::SeqCst);
-                self.links.relay.unpark();
                 return true;
             }
             let m = self.held.pop_front().expect("front exists");

@@ -264,38 +264,17 @@ impl Drop for Waker {
     }
 }
 
-/// Wakes the I/O shards holding ack-on-durable messages when the journal's
-/// durable watermark reaches what they wait for. Each shard publishes the
-/// lowest journal sequence it waits on (0: none) and unparks this thread
-/// when that changes from nothing; the relay sleeps on the journal's
-/// durability futex, never spins.
-fn durable_relay(watch: otedama_journal::DurabilityWatch, waits: Vec<Arc<AtomicU64>>, wakers: Vec<Arc<Waker>>, stop: Arc<AtomicBool>) {
-    let mut woken_at = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let want = waits.iter().map(|w| w.load(Ordering::SeqCst)).filter(|&w| w != 0).min();
-        let Some(want) = want else {
-            std::thread::park_timeout(Duration::from_millis(100));
-            continue;
-        };
-        // A wait already woken for is the shard's to act on; look for the
-        // next advance only.
-        let target = want.max(woken_at + 1);
-        match watch.wait(target, Duration::from_millis(50)) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                tracing::error!(error = %e, "journal failed a sync: ack-on-durable messages stay held");
-                std::thread::park_timeout(Duration::from_secs(1));
-                continue;
-            }
-        }
-        let durable = watch.durable_seq();
-        woken_at = durable;
-        for (i, w) in waits.iter().enumerate() {
-            let w = w.load(Ordering::SeqCst);
-            if w != 0 && w <= durable {
-                wakers[i].wake_now();
-            }
+/// Called by the journal's sync thread with each new durable watermark:
+/// wakes the I/O shards whose held ack-on-durable messages it now covers.
+/// Each shard publishes the lowest journal sequence it waits on (0: none)
+/// and re-checks the watermark after publishing; the fence here pairs with
+/// that, so a wake-up is never lost.
+fn wake_durable(waits: &[Arc<AtomicU64>], wakers: &[Arc<Waker>], durable: u64) {
+    fence(Ordering::SeqCst);
+    for (i, w) in waits.iter().enumerate() {
+        let w = w.load(Ordering::SeqCst);
+        if w != 0 && w <= durable {
+            wakers[i].wake_now();
         }
     }
 }
@@ -349,7 +328,7 @@ pub struct Gateway {
     auth: Option<JoinHandle<()>>,
     auth_stop: Arc<AtomicBool>,
     auth_thread: Thread,
-    /// The replayer and the durability relay.
+    /// The replayer.
     helpers: Vec<JoinHandle<()>>,
     helpers_stop: Arc<AtomicBool>,
     io_stopped: Arc<AtomicBool>,
@@ -408,7 +387,7 @@ impl Gateway {
         };
         let auth_thread = rx.recv().map_err(|_| std::io::Error::other("auth worker did not start"))?;
 
-        // The replayer and the durability relay.
+        // The replayer.
         let helpers_stop = Arc::new(AtomicBool::new(false));
         let io_stopped = Arc::new(AtomicBool::new(false));
         let durable_waits: Vec<Arc<AtomicU64>> = (0..shards).map(|_| Arc::new(AtomicU64::new(0))).collect();
@@ -434,16 +413,16 @@ impl Gateway {
         let replayer_thread = h.thread().clone();
         helpers.push(h);
         let watch = journal.durability_watch();
-        let h = {
-            let (watch, waits, wakers, stop) = (watch.clone(), durable_waits.clone(), io_wakers.clone(), helpers_stop.clone());
-            std::thread::Builder::new().name("durable-relay".into()).spawn(move || durable_relay(watch, waits, wakers, stop))?
-        };
-        let relay_thread = h.thread().clone();
-        helpers.push(h);
+        {
+            // The thread that syncs the journal wakes the shards holding
+            // ack-on-durable messages it just made durable: no thread in
+            // between.
+            let (waits, wakers) = (durable_waits.clone(), io_wakers.clone());
+            journal.on_durable(Box::new(move |durable| wake_durable(&waits, &wakers, durable)));
+        }
         let mut links = chunk_rx.into_iter().zip(durable_waits).map(|(replay_chunks, durable_wait)| io_shard::IoLinks {
             durable: watch.clone(),
             durable_wait,
-            relay: relay_thread.clone(),
             replay_chunks,
             replay_ctl: ctl_tx.clone(),
             replayer: replayer_thread.clone(),

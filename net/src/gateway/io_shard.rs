@@ -9,7 +9,7 @@
 //!
 //! Two kinds of messages wait in the shard instead of going straight to a
 //! connection: an ack-on-durable session's (held, in engine order, until
-//! the journal's durable watermark covers them; the durability relay wakes
+//! the journal's durable watermark covers them; the journal's sync thread wakes
 //! the shard when it moves), and anything the engine sends a session while
 //! the replayer is still serving it its missed messages (kept behind the
 //! replay, bounded like the outbound queue).
@@ -102,7 +102,7 @@ struct Replay {
     want_more: bool,
 }
 
-/// What an I/O shard shares with the replayer and the durability relay.
+/// What an I/O shard shares with the replayer and the journal's sync thread.
 pub(crate) struct IoLinks {
     pub durable: DurabilityWatch,
     /// The lowest journal sequence this shard waits to see durable (0:

@@ -19,7 +19,7 @@ use otedama_journal::snapshot::Snapshots;
 use otedama_journal::{Journal, Options, Reader, Storage};
 
 use crate::gateway::EngineState;
-use crate::sequencer::{ReplayError, replay_with};
+use crate::sequencer::{ReplayError, replay_pipelined, replay_with};
 use crate::sessions::SessionBook;
 
 /// First bytes of an engine state snapshot's data (inside the journal's
@@ -137,7 +137,7 @@ pub fn recover(
         let mut r = Reader::open_with(storage, None, from, false)?;
         // Opening the journal just checked every record's checksum.
         r.trust_verified_below(rep.next_seq);
-        let done = replay_with(&mut r, &mut state.exchange, Some(&mut state.sessions), false)?;
+        let done = replay_pipelined(r, &mut state.exchange, Some(&mut state.sessions))?;
         report.commands = done.commands;
         report.events = done.events;
         report.last_seq = done.last_seq;
@@ -167,17 +167,10 @@ pub struct Snapshotter {
 }
 
 impl Snapshotter {
-    /// Starts following the journal from `state` (the state after journal
-    /// record `last_seq`). The replica is a copy made through the snapshot
-    /// form, so the engine's own state is handed on untouched.
-    pub fn start(
-        cfg: SnapshotterConfig,
-        storage: Arc<dyn Storage>,
-        snapshots: Snapshots,
-        state: &EngineState,
-        last_seq: u64,
-    ) -> Result<Snapshotter, String> {
-        let replica = decode_state(&encode_state(state))?;
+    /// Starts the thread. It builds its replica itself, off the start path:
+    /// the newest snapshot it can use plus the journal after it (read-only),
+    /// then follows the journal.
+    pub fn start(cfg: SnapshotterConfig, storage: Arc<dyn Storage>, snapshots: Snapshots, limits: Limits) -> Result<Snapshotter, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU64::new(0));
         let written = Arc::new(AtomicU64::new(0));
@@ -186,7 +179,10 @@ impl Snapshotter {
             .name("snapshotter".into())
             .spawn(move || {
                 crate::gateway::pin_and_nice(cfg.core, "snapshotter");
-                follow(cfg, storage, snapshots, replica, last_seq, s, r, w)
+                match load_replica(&storage, &snapshots, limits) {
+                    Ok((replica, last_seq)) => follow(cfg, storage, snapshots, replica, last_seq, s, r, w),
+                    Err(e) => tracing::error!(error = %e, "snapshotter cannot build its replica; no snapshots will be written"),
+                }
             })
             .map_err(|e| e.to_string())?;
         Ok(Snapshotter { handle: Some(handle), stop, requests, written })
@@ -227,6 +223,20 @@ impl Drop for Snapshotter {
             let _ = h.join();
         }
     }
+}
+
+/// The state as of the newest usable snapshot (or an empty one), and the
+/// journal sequence it covers; `follow` replays the rest.
+fn load_replica(storage: &Arc<dyn Storage>, snaps: &Snapshots, limits: Limits) -> Result<(EngineState, u64), String> {
+    for info in snaps.list().map_err(|e| e.to_string())?.into_iter().rev().filter(|i| i.valid) {
+        let Ok(Ok(snap)) = snaps.read(info.seq) else { continue };
+        let Ok(state) = decode_state(&snap.data) else { continue };
+        // Usable only if the journal still holds what follows it.
+        if Reader::open_with(storage.clone(), None, snap.seq + 1, false).is_ok() {
+            return Ok((state, snap.seq));
+        }
+    }
+    Ok((EngineState::fresh(Exchange::new(limits)), 0))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -121,6 +121,137 @@ pub fn replay(reader: &mut Reader, exchange: &mut Exchange) -> Result<ReplayRepo
     replay_with(reader, exchange, None, false)
 }
 
+/// One record's worth of replay work, decoded.
+enum Step {
+    Open(SessionOpen),
+    Register(SessionOpen),
+    Close(u64),
+    /// A command, its origin, and its journaled events
+    /// (`Batch::events[from..to]`).
+    Command {
+        seq: u64,
+        origin_key: u64,
+        client_seq: u64,
+        cmd: Command,
+        from: u32,
+        to: u32,
+    },
+}
+
+/// Decoded records, handed from the decoding stage to the applying one.
+#[derive(Default)]
+struct Batch {
+    steps: Vec<Step>,
+    events: Vec<Event>,
+    /// Last record consumed.
+    last_seq: u64,
+    /// The decoder stopped here: the journal's end (`None` inside), or an
+    /// error after the steps above.
+    end: Option<Option<ReplayError>>,
+}
+
+const BATCH_STEPS: usize = 1024;
+
+/// Reads and decodes records into `b` until it holds `max` steps or the
+/// journal ends (`b.end`), pairing each command with its events record.
+fn decode_into(reader: &mut Reader, b: &mut Batch, max: usize, tailing: bool, scratch: &mut Vec<Event>) {
+    let r = (|| -> Result<bool, ReplayError> {
+        while b.steps.len() < max {
+            let (seq, origin_key, client_seq, cmd) = {
+                let Some(rec) = reader.try_next()? else { return Ok(false) };
+                b.last_seq = rec.seq;
+                let bad = |err| ReplayError::Session { seq: rec.seq, err };
+                match rec.kind {
+                    kinds::EXCHANGE_COMMAND => {}
+                    kinds::SESSION_OPEN => {
+                        b.steps.push(Step::Open(SessionOpen::decode(rec.payload).map_err(bad)?));
+                        continue;
+                    }
+                    kinds::SESSION_REGISTER => {
+                        b.steps.push(Step::Register(SessionOpen::decode(rec.payload).map_err(bad)?));
+                        continue;
+                    }
+                    kinds::SESSION_CLOSE => {
+                        b.steps.push(Step::Close(sessions::decode_close(rec.payload).map_err(bad)?.0));
+                        continue;
+                    }
+                    _ => continue,
+                }
+                let (origin_key, client_seq, body) = sessions::split_envelope(rec.version, rec.payload).map_err(bad)?;
+                (rec.seq, origin_key, client_seq, decode_command(body).map_err(|err| ReplayError::Decode { seq: rec.seq, err })?)
+            };
+            let next = if tailing { reader.next_timeout(std::time::Duration::from_secs(5))? } else { reader.try_next()? };
+            let Some(rec) = next else { return Err(ReplayError::MissingEvents { seq }) };
+            b.last_seq = rec.seq;
+            if rec.kind != kinds::EXCHANGE_EVENTS {
+                return Err(ReplayError::MissingEvents { seq });
+            }
+            let of = decode_events(rec.payload, scratch).map_err(|err| ReplayError::Decode { seq: rec.seq, err })?;
+            if of != seq {
+                return Err(ReplayError::MissingEvents { seq });
+            }
+            let from = b.events.len() as u32;
+            b.events.extend_from_slice(scratch);
+            b.steps.push(Step::Command { seq, origin_key, client_seq, cmd, from, to: b.events.len() as u32 });
+        }
+        Ok(true)
+    })();
+    match r {
+        Ok(true) => {}
+        Ok(false) => b.end = Some(None),
+        Err(e) => b.end = Some(Some(e)),
+    }
+}
+
+/// Applies a batch: every command must reproduce its journaled events.
+fn apply_batch(
+    b: &Batch,
+    exchange: &mut Exchange,
+    mut book: Option<&mut SessionBook>,
+    produced: &mut Vec<Event>,
+    report: &mut ReplayReport,
+) -> Result<(), ReplayError> {
+    for step in &b.steps {
+        match step {
+            Step::Open(o) => {
+                if let Some(book) = book.as_deref_mut() {
+                    book.open(&o.binding, o.flags);
+                }
+            }
+            Step::Register(o) => {
+                if let Some(book) = book.as_deref_mut() {
+                    book.register(&o.binding);
+                }
+            }
+            Step::Close(key) => {
+                if let Some(book) = book.as_deref_mut() {
+                    book.close(*key);
+                }
+            }
+            Step::Command { seq, origin_key, client_seq, cmd, from, to } => {
+                produced.clear();
+                exchange.apply(cmd, produced);
+                let journaled = &b.events[*from as usize..*to as usize];
+                if produced.as_slice() != journaled {
+                    let index = produced.iter().zip(journaled).position(|(a, b)| a != b).unwrap_or(produced.len().min(journaled.len()));
+                    return Err(ReplayError::Mismatch {
+                        seq: *seq,
+                        index,
+                        journaled: journaled.get(index).map(|e| format!("{e:?}")).unwrap_or_else(|| "nothing".into()),
+                        replayed: produced.get(index).map(|e| format!("{e:?}")).unwrap_or_else(|| "nothing".into()),
+                    });
+                }
+                if let Some(book) = book.as_deref_mut() {
+                    route_replayed(book, *origin_key, *client_seq, *seq, produced)?;
+                }
+                report.commands += 1;
+                report.events += produced.len() as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// [`replay`], also replaying the session records and the commands'
 /// origins into `book`, so every session name's numbering is rebuilt.
 /// `tailing`: the journal is being written (a follower); a command whose
@@ -133,60 +264,88 @@ pub fn replay_with(
     tailing: bool,
 ) -> Result<ReplayReport, ReplayError> {
     let mut report = ReplayReport { commands: 0, events: 0, last_seq: 0 };
-    let mut produced = Vec::with_capacity(4096);
-    let mut journaled = Vec::with_capacity(4096);
+    let (mut produced, mut scratch) = (Vec::with_capacity(4096), Vec::with_capacity(4096));
+    let mut b = Batch::default();
     loop {
-        let (seq, origin_key, client_seq, cmd) = {
-            let Some(rec) = reader.try_next()? else { break };
-            report.last_seq = rec.seq;
-            match rec.kind {
-                kinds::EXCHANGE_COMMAND => {}
-                kinds::SESSION_OPEN | kinds::SESSION_CLOSE | kinds::SESSION_REGISTER => {
-                    if let Some(book) = book.as_deref_mut() {
-                        let bad = |err| ReplayError::Session { seq: rec.seq, err };
-                        if rec.kind == kinds::SESSION_OPEN {
-                            let o = SessionOpen::decode(rec.payload).map_err(bad)?;
-                            book.open(&o.binding, o.flags);
-                        } else if rec.kind == kinds::SESSION_REGISTER {
-                            book.register(&SessionOpen::decode(rec.payload).map_err(bad)?.binding);
-                        } else {
-                            book.close(sessions::decode_close(rec.payload).map_err(bad)?.0);
-                        }
-                    }
-                    continue;
-                }
-                _ => continue,
-            }
-            let (origin_key, client_seq, body) =
-                sessions::split_envelope(rec.version, rec.payload).map_err(|err| ReplayError::Session { seq: rec.seq, err })?;
-            (rec.seq, origin_key, client_seq, decode_command(body).map_err(|err| ReplayError::Decode { seq: rec.seq, err })?)
-        };
-        produced.clear();
-        exchange.apply(&cmd, &mut produced);
-        let next = if tailing { reader.next_timeout(std::time::Duration::from_secs(5))? } else { reader.try_next()? };
-        let Some(rec) = next else { return Err(ReplayError::MissingEvents { seq }) };
-        report.last_seq = rec.seq;
-        if rec.kind != kinds::EXCHANGE_EVENTS {
-            return Err(ReplayError::MissingEvents { seq });
+        b.steps.clear();
+        b.events.clear();
+        decode_into(reader, &mut b, BATCH_STEPS, tailing, &mut scratch);
+        apply_batch(&b, exchange, book.as_deref_mut(), &mut produced, &mut report)?;
+        if b.last_seq != 0 {
+            report.last_seq = b.last_seq;
         }
-        let of = decode_events(rec.payload, &mut journaled).map_err(|err| ReplayError::Decode { seq: rec.seq, err })?;
-        if of != seq {
-            return Err(ReplayError::MissingEvents { seq });
+        match b.end.take() {
+            None => {}
+            Some(None) => return Ok(report),
+            Some(Some(e)) => return Err(e),
         }
-        if produced != journaled {
-            let index = produced.iter().zip(&journaled).position(|(a, b)| a != b).unwrap_or(produced.len().min(journaled.len()));
-            return Err(ReplayError::Mismatch {
-                seq,
-                index,
-                journaled: journaled.get(index).map(|e| format!("{e:?}")).unwrap_or_else(|| "nothing".into()),
-                replayed: produced.get(index).map(|e| format!("{e:?}")).unwrap_or_else(|| "nothing".into()),
-            });
-        }
-        if let Some(book) = book.as_deref_mut() {
-            route_replayed(book, origin_key, client_seq, seq, &produced)?;
-        }
-        report.commands += 1;
-        report.events += produced.len() as u64;
     }
-    Ok(report)
+}
+
+/// [`replay_with`] on two threads: one reads, checks and decodes records
+/// ahead, batches of a thousand at a time; the calling thread applies them
+/// and compares the events. What recovery runs at start, when both cores
+/// are free.
+pub fn replay_pipelined(reader: Reader, exchange: &mut Exchange, mut book: Option<&mut SessionBook>) -> Result<ReplayReport, ReplayError> {
+    let (full_tx, full_rx) = crossbeam_channel::bounded::<Batch>(4);
+    let (free_tx, free_rx) = crossbeam_channel::bounded::<Batch>(6);
+    for _ in 0..6 {
+        let _ = free_tx.send(Batch::default());
+    }
+    std::thread::scope(|sc| {
+        sc.spawn(move || {
+            // Free to run on any core (a pinned caller's affinity is
+            // inherited): the point is to run beside the applier.
+            unpin_current_thread();
+            let mut reader = reader;
+            let mut scratch = Vec::with_capacity(4096);
+            // Ends when the applier stops taking batches (an error) or the
+            // journal ends.
+            while let Ok(mut b) = free_rx.recv() {
+                b.steps.clear();
+                b.events.clear();
+                b.end = None;
+                decode_into(&mut reader, &mut b, BATCH_STEPS, false, &mut scratch);
+                let done = b.end.is_some();
+                if full_tx.send(b).is_err() || done {
+                    return;
+                }
+            }
+        });
+        let mut report = ReplayReport { commands: 0, events: 0, last_seq: 0 };
+        let mut produced = Vec::with_capacity(4096);
+        let result = loop {
+            let Ok(mut b) = full_rx.recv() else { break Ok(report) };
+            if let Err(e) = apply_batch(&b, exchange, book.as_deref_mut(), &mut produced, &mut report) {
+                break Err(e);
+            }
+            if b.last_seq != 0 {
+                report.last_seq = b.last_seq;
+            }
+            match b.end.take() {
+                None => {}
+                Some(None) => break Ok(report),
+                Some(Some(e)) => break Err(e),
+            }
+            let _ = free_tx.send(b);
+        };
+        // Unblocks the decoder if it is waiting for a free batch.
+        drop(free_tx);
+        drop(full_rx);
+        result
+    })
+}
+
+/// Lets the calling thread run on every online CPU.
+fn unpin_current_thread() {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in
+    // bounds for indices below CPU_SETSIZE; the syscall reads the set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let n = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).clamp(1, libc::CPU_SETSIZE as libc::c_long) as usize;
+        for cpu in 0..n {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }

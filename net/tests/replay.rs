@@ -47,6 +47,11 @@ fn journaled_run_replays_to_the_same_state() {
     let rep = replay(&mut r, &mut fresh).unwrap();
     assert_eq!(rep.commands, 100_000 + w.setup().len() as u64);
     assert_eq!(fresh.state_hash(), live_hash);
+    // The same on two threads (what recovery runs), batch boundaries and all.
+    let mut fresh2 = Exchange::new(limits());
+    let r = Reader::open(dir.path(), 1, Default::default()).unwrap();
+    assert_eq!(otedama_net::sequencer::replay_pipelined(r, &mut fresh2, None).unwrap(), rep);
+    assert_eq!(fresh2.state_hash(), live_hash);
 
     // Snapshot + the rest.
     let snap = snaps.latest().unwrap().unwrap();
@@ -79,6 +84,13 @@ fn a_tampered_events_record_is_a_mismatch() {
     let mut fresh = Exchange::new(limits());
     let mut r = Reader::open(dir.path(), 1, Default::default()).unwrap();
     match replay(&mut r, &mut fresh) {
+        Err(ReplayError::Mismatch { seq, index: 0, .. }) => assert_eq!(seq, s),
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+    // The two-thread replay recovery runs says the same.
+    let mut fresh = Exchange::new(limits());
+    let r = Reader::open(dir.path(), 1, Default::default()).unwrap();
+    match otedama_net::sequencer::replay_pipelined(r, &mut fresh, None) {
         Err(ReplayError::Mismatch { seq, index: 0, .. }) => assert_eq!(seq, s),
         other => panic!("expected a mismatch, got {other:?}"),
     }

@@ -66,6 +66,9 @@ pub fn snapshot_now(cfg: &Config) -> Result<i32> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            anyhow::bail!("engine pid {pid} exited before writing a snapshot");
+        }
         if let Some(new) = snaps.list()?.into_iter().rev().find(|s| s.valid && !before.contains(&(s.seq, s.bytes))) {
             println!("snapshot at sequence {} ({} bytes): {}", new.seq, new.bytes, new.path.display());
             return Ok(0);
@@ -77,6 +80,11 @@ pub fn snapshot_now(cfg: &Config) -> Result<i32> {
 pub fn engine(cfg: &Config) -> Result<i32> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let gw_cfg = cfg.gateway.to_net(&cfg.data_dir)?;
+    // SIGUSR1 asks for a snapshot; caught from the start, so one that
+    // arrives during recovery waits for the snapshotter instead of ending
+    // the process (its default action).
+    let asked = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, asked.clone()).context("installing the SIGUSR1 handler")?;
     let (state, journal, rep, snaps) = recover(cfg)?;
     println!(
         "otedama engine: recovered {} through journal sequence {}: {} commands ({} events) replayed and verified in {:.3} s, {} session name(s)",
@@ -98,9 +106,7 @@ pub fn engine(cfg: &Config) -> Result<i32> {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
     }
     let snap_cfg = SnapshotterConfig { interval: std::time::Duration::from_secs(cfg.engine.snapshot_interval_s), core: None };
-    let snapshotter = Snapshotter::start(snap_cfg, journal.storage(), snaps, &state, rep.last_seq).map_err(anyhow::Error::msg)?;
-    let asked = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGUSR1, asked.clone()).context("installing the SIGUSR1 handler")?;
+    let snapshotter = Snapshotter::start(snap_cfg, journal.storage(), snaps, cfg.engine.limits()).map_err(anyhow::Error::msg)?;
     let admin_key = crate::pool_side::ensure_admin_key(cfg).context("the engine's admin key for miner accounts")?;
     let gw = Gateway::start(gw_cfg.clone(), state, journal).context("starting the gateway")?; // After the gateway: miners' ledger accounts are created through it.
     let pool = match crate::pool_side::start(cfg, gw.local_addr(), admin_key) {

@@ -309,7 +309,7 @@ fn recovery_parts(a: &Args, runs: usize, secs: f64, io_poll: &str, engine_poll: 
     let parent = a.data_parent.as_deref();
     if part("restart") {
         let commands = if a.quick { 300_000 } else { 2_000_000 };
-        for (k, v) in crate::recovery::recovery_speed(parent, commands, runs.min(3), a.engine_core)?.as_object().expect("object") {
+        for (k, v) in crate::recovery::recovery_speed(parent, commands, runs, a.engine_core)?.as_object().expect("object") {
             out.insert(k.clone(), v.clone());
         }
     }

@@ -83,6 +83,15 @@ impl Spawned {
         }
     }
 
+    /// Like [`Spawned::wait_for_line`], but a line already read counts too
+    /// (for lines of children whose order is not fixed).
+    pub fn wait_for_seen_or_new(&mut self, needle: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        self.wait_for_line(needle)
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -107,4 +116,18 @@ impl Drop for Spawned {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET path` over plain HTTP/1.1: (status, body). The API tests use it;
+/// one request per connection.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connecting to the API");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }

@@ -31,6 +31,21 @@ pub struct Config {
     pub pool: PoolConfig,
     pub stratum: StratumConfig,
     pub supervisor: SupervisorConfig,
+    pub api: ApiConfig,
+}
+
+/// `otedama api`, the cold path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the HTTP API listens.
+    pub listen: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: "127.0.0.1:8080".into() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -558,6 +573,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             stratum: StratumConfig::default(),
             supervisor: SupervisorConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -636,6 +652,9 @@ pub struct Overrides {
     #[command(flatten)]
     #[serde(skip_serializing_if = "SupervisorOverrides::is_empty")]
     pub supervisor: SupervisorOverrides,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "ApiOverrides::is_empty")]
+    pub api: ApiOverrides,
 }
 
 /// The pool's flags, with the short names the pool's users expect
@@ -833,6 +852,10 @@ overrides!(StratumOverrides {
     tls_port: u16 = "stratum-tls-port", "Stratum over TLS port, 0: none [env: OTEDAMA_STRATUM__TLS_PORT]";
     tls_cert: String = "stratum-tls-cert", "PEM certificate chain for TLS [env: OTEDAMA_STRATUM__TLS_CERT]";
     tls_key: String = "stratum-tls-key", "PEM private key for TLS [env: OTEDAMA_STRATUM__TLS_KEY]";
+});
+
+overrides!(ApiOverrides {
+    listen: String = "api-listen", "address of the HTTP API [env: OTEDAMA_API__LISTEN]";
 });
 
 overrides!(SupervisorOverrides {

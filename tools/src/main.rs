@@ -188,6 +188,27 @@ fn loadgen_cmd(cmd: LoadgenCmd) -> Result<i32> {
 }
 
 /// A role or tool that a later piece of work builds.
+/// `otedama api`: serves the exchange's read model over HTTP until SIGINT
+/// or SIGTERM.
+fn api_cmd(cfg: &Config) -> Result<i32> {
+    let listen: std::net::SocketAddr =
+        cfg.api.listen.parse().with_context(|| format!("api.listen: {:?} is not an address", cfg.api.listen))?;
+    let exchange_journal = engine_cmd::exchange_journal_dir(&cfg.data_dir);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
+    }
+    let api = otedama_api::server::Api::start(otedama_api::server::ApiConfig { listen, exchange_journal: exchange_journal.clone() })
+        .with_context(|| format!("starting the API on {listen}"))?;
+    println!("otedama api: http://{}/api/v1/ (exchange journal {})", api.local_addr(), exchange_journal.display());
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    api.stop().context("stopping the API")?;
+    println!("otedama api: stopped cleanly");
+    Ok(0)
+}
+
 fn not_built(what: &str, issue: &str) -> Result<i32> {
     eprintln!("otedama {what}: not built yet ({issue}). Nothing was started.");
     Ok(2)
@@ -204,7 +225,7 @@ fn init_logging(cfg: &Config) {
 
 /// The roles `standalone` supervises, in start order, with whether each is
 /// built. A role that is not built is reported, never faked.
-const ROLES: &[(&str, bool, &str)] = &[("engine", true, ""), ("api", false, "the cold path arrives with the cold-path issue")];
+const ROLES: &[(&str, bool, &str)] = &[("engine", true, ""), ("api", true, "")];
 
 /// The command-line overrides as flags for a child role (`--data-dir`
 /// aside, which the supervisor passes itself): every configuration key's
@@ -307,7 +328,7 @@ fn main() {
         Cmd::Standalone => standalone(&cfg, cli.config.as_ref(), &cli.overrides),
         Cmd::Engine { snapshot_now: false } => engine_cmd::engine(&cfg),
         Cmd::Engine { snapshot_now: true } => engine_cmd::snapshot_now(&cfg),
-        Cmd::Api => not_built("api", "the cold-path issue builds it"),
+        Cmd::Api => api_cmd(&cfg),
         Cmd::Config(ConfigCmd::Show { json }) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&cfg).expect("config serialises"));

@@ -1,0 +1,299 @@
+//! `otedama api`: the exchange read model served over HTTP (axum on a
+//! current-thread tokio runtime), fed by a thread that tails the exchange
+//! journal read-only. The engine is never asked and never slowed: the
+//! tailer is one more journal reader.
+//!
+//! Routes (JSON; prices in ticks and quantities in lots, as the engine
+//! holds them):
+//! - `GET /api/v1/status`: journal position applied, the journal's end, lag.
+//! - `GET /api/v1/dex/instruments`
+//! - `GET /api/v1/dex/orderbook/{symbol}?depth=N` (1..=1000, default 50)
+//! - `GET /api/v1/dex/ticker/{symbol}` (24 h)
+//! - `GET /api/v1/dex/trades/{symbol}?limit=N` (1..=1000, default 100)
+//!
+//! Errors: `{"code": "...", "message": "..."}` with 400 (a parameter out of
+//! its limits), 404 (unknown symbol or route), 503 (the journal is not
+//! readable yet).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use otedama_journal::{Reader, ReaderOptions};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::exchange_model::ExchangeModel;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// The exchange journal (`<data_dir>/exchange`).
+    pub exchange_journal: PathBuf,
+}
+
+/// What the tailer reports.
+#[derive(Default)]
+struct Tail {
+    /// The journal's published end, as last seen.
+    journal_seq: AtomicU64,
+    /// Why the journal could not be read, if it could not.
+    error: Mutex<Option<String>>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    model: Arc<RwLock<ExchangeModel>>,
+    tail: Arc<Tail>,
+}
+
+/// A running API.
+pub struct Api {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    tailer: Option<JoinHandle<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Api {
+    pub fn start(cfg: ApiConfig) -> std::io::Result<Api> {
+        let model = Arc::new(RwLock::new(ExchangeModel::new()));
+        let tail = Arc::new(Tail::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let tailer = {
+            let (model, tail, stop, dir) = (model.clone(), tail.clone(), stop.clone(), cfg.exchange_journal.clone());
+            std::thread::Builder::new().name("journal-tailer".into()).spawn(move || run_tailer(dir, model, tail, stop))?
+        };
+        let std_listener = std::net::TcpListener::bind(cfg.listen)?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state = AppState { model, tail };
+        let server = std::thread::Builder::new().name("api-http".into()).spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                axum::serve(listener, router(state))
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.await;
+                    })
+                    .await
+            })
+        })?;
+        Ok(Api { addr, stop, tailer: Some(tailer), server: Some(server), shutdown: Some(tx) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving (requests in flight finish) and the tailer.
+    pub fn stop(mut self) -> std::io::Result<()> {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> std::io::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let mut out = Ok(());
+        if let Some(h) = self.server.take() {
+            out = h.join().unwrap_or_else(|_| Err(std::io::Error::other("the HTTP thread panicked")));
+        }
+        if let Some(h) = self.tailer.take() {
+            let _ = h.join();
+        }
+        out
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.halt();
+    }
+}
+
+/// Follows the journal into the model, a batch of records per write lock;
+/// waits for the journal to appear, and reopens after errors.
+fn run_tailer(dir: PathBuf, model: Arc<RwLock<ExchangeModel>>, tail: Arc<Tail>, stop: Arc<AtomicBool>) {
+    let mut reader: Option<Reader> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(r) = reader.as_mut() else {
+            let from = model.read().expect("model lock").last_seq() + 1;
+            match Reader::open(&dir, from, ReaderOptions::default()) {
+                Ok(r) => {
+                    *tail.error.lock().expect("lock") = None;
+                    reader = Some(r);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    let mut err = tail.error.lock().expect("lock");
+                    if err.as_deref() != Some(&msg) {
+                        tracing::warn!(journal = %dir.display(), error = %msg, "cannot read the exchange journal yet; retrying");
+                        *err = Some(msg);
+                    }
+                    drop(err);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+            continue;
+        };
+        tail.journal_seq.store(r.published_seq(), Ordering::Relaxed);
+        let mut n = 0;
+        let result = {
+            let mut m = model.write().expect("model lock");
+            loop {
+                match r.try_next() {
+                    Ok(Some(rec)) => {
+                        if let Err(e) = m.apply_record(&rec) {
+                            break Err(e.to_string());
+                        }
+                        n += 1;
+                        if n == 4096 {
+                            break Ok(());
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e.to_string()),
+                }
+            }
+        };
+        match result {
+            Ok(()) if n == 0 => {
+                r.wait(Duration::from_millis(200));
+            }
+            Ok(()) => {}
+            Err(e) => {
+                // The model keeps serving what it has; the reason is in
+                // /api/v1/status and the log.
+                tracing::error!(error = %e, "journal tailer stopped at a record it cannot read; retrying in 1 s");
+                *tail.error.lock().expect("lock") = Some(e);
+                reader = None;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/dex/instruments", get(instruments))
+        .route("/api/v1/dex/orderbook/{symbol}", get(orderbook))
+        .route("/api/v1/dex/ticker/{symbol}", get(ticker))
+        .route("/api/v1/dex/trades/{symbol}", get(trades))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    (status, Json(json!({"code": code, "message": message}))).into_response()
+}
+
+fn unknown_symbol(s: &str) -> Response {
+    error(StatusCode::NOT_FOUND, "unknown_symbol", format!("no instrument {s:?}"))
+}
+
+/// A count parameter within `1..=max` (default `default`); the refusal's
+/// message otherwise.
+fn bounded(v: Option<u32>, default: u32, max: u32, name: &str) -> Result<usize, String> {
+    match v.unwrap_or(default) {
+        n if (1..=max).contains(&n) => Ok(n as usize),
+        n => Err(format!("{name} must be 1..={max}, got {n}")),
+    }
+}
+
+async fn status(State(s): State<AppState>) -> Json<Value> {
+    let applied = s.model.read().expect("model lock").last_seq();
+    let end = s.tail.journal_seq.load(Ordering::Relaxed).max(applied);
+    let err = s.tail.error.lock().expect("lock").clone();
+    Json(json!({"journal_seq": end, "applied_seq": applied, "lag_records": end - applied, "journal_error": err}))
+}
+
+async fn instruments(State(s): State<AppState>) -> Json<Value> {
+    let m = s.model.read().expect("model lock");
+    Json(Value::Array(
+        m.instruments()
+            .map(|i| {
+                json!({
+                    "id": i.id, "symbol": i.symbol, "base": i.base, "quote": i.quote, "tick": i.tick, "lot": i.lot,
+                    "min_price": i.min_price, "max_price": i.max_price, "min_qty": i.min_qty, "max_qty": i.max_qty,
+                    "maker_bps": i.maker_bps, "taker_bps": i.taker_bps, "status": if i.trading { "trading" } else { "halted" },
+                })
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct DepthQ {
+    depth: Option<u32>,
+}
+
+async fn orderbook(
+    State(s): State<AppState>,
+    Path(symbol): Path<String>,
+    q: Result<Query<DepthQ>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let depth = match q {
+        Ok(Query(q)) => match bounded(q.depth, 50, 1000, "depth") {
+            Ok(d) => d,
+            Err(m) => return error(StatusCode::BAD_REQUEST, "bad_parameter", m),
+        },
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_parameter", e.body_text()),
+    };
+    let m = s.model.read().expect("model lock");
+    let Some(i) = m.instrument_by_symbol(&symbol) else { return unknown_symbol(&symbol) };
+    let (bids, asks) = m.l2(i.id, depth);
+    let side = |v: Vec<crate::exchange_model::Level>| v.into_iter().map(|l| json!([l.price, l.qty, l.orders])).collect::<Vec<_>>();
+    Json(json!({"symbol": symbol, "seq": m.last_seq(), "bids": side(bids), "asks": side(asks)})).into_response()
+}
+
+async fn ticker(State(s): State<AppState>, Path(symbol): Path<String>) -> Response {
+    let now = otedama_journal::now_ns();
+    let mut m = s.model.write().expect("model lock");
+    let Some(id) = m.instrument_by_symbol(&symbol).map(|i| i.id) else { return unknown_symbol(&symbol) };
+    let t = m.ticker(id, now);
+    Json(json!({
+        "symbol": symbol, "window_s": 86_400, "open": t.open, "high": t.high, "low": t.low, "last": t.last,
+        "volume": t.volume, "quote_volume": t.quote_volume.to_string(), "trades": t.trades,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct LimitQ {
+    limit: Option<u32>,
+}
+
+async fn trades(
+    State(s): State<AppState>,
+    Path(symbol): Path<String>,
+    q: Result<Query<LimitQ>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let limit = match q {
+        Ok(Query(q)) => match bounded(q.limit, 100, 1000, "limit") {
+            Ok(d) => d,
+            Err(m) => return error(StatusCode::BAD_REQUEST, "bad_parameter", m),
+        },
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_parameter", e.body_text()),
+    };
+    let m = s.model.read().expect("model lock");
+    let Some(i) = m.instrument_by_symbol(&symbol) else { return unknown_symbol(&symbol) };
+    let v: Vec<Value> = m
+        .trades(i.id, limit)
+        .into_iter()
+        .map(|t| json!({"match_id": t.match_id, "ts": t.ts, "price": t.price, "qty": t.qty, "taker_side": if t.taker_side == 0 { "buy" } else { "sell" }}))
+        .collect();
+    Json(Value::Array(v)).into_response()
+}

@@ -6,6 +6,7 @@
 //! Routes (JSON; prices in ticks and quantities in lots, as the engine
 //! holds them):
 //! - `GET /api/v1/status`: journal position applied, the journal's end, lag.
+//! - `GET /api/v1/openapi.json`: the OpenAPI document of these routes.
 //! - `GET /api/v1/dex/instruments`
 //! - `GET /api/v1/dex/orderbook/{symbol}?depth=N` (1..=1000, default 50)
 //! - `GET /api/v1/dex/ticker/{symbol}` (24 h)
@@ -185,15 +186,79 @@ fn run_tailer(dir: PathBuf, model: Arc<RwLock<ExchangeModel>>, tail: Arc<Tail>, 
     }
 }
 
+/// Every route, as served: the router and the OpenAPI document are both
+/// built from this table, and a test holds the document to it.
+fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> {
+    vec![
+        ("/api/v1/status", get(status)),
+        ("/api/v1/openapi.json", get(openapi_json)),
+        ("/api/v1/dex/instruments", get(instruments)),
+        ("/api/v1/dex/orderbook/{symbol}", get(orderbook)),
+        ("/api/v1/dex/ticker/{symbol}", get(ticker)),
+        ("/api/v1/dex/trades/{symbol}", get(trades)),
+    ]
+}
+
+/// The paths the server answers (all `GET`).
+pub fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(p, _)| p).collect()
+}
+
 fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/dex/instruments", get(instruments))
-        .route("/api/v1/dex/orderbook/{symbol}", get(orderbook))
-        .route("/api/v1/dex/ticker/{symbol}", get(ticker))
-        .route("/api/v1/dex/trades/{symbol}", get(trades))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
-        .with_state(state)
+    let mut r = axum::Router::new();
+    for (path, handler) in routes() {
+        r = r.route(path, handler);
+    }
+    r.fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) }).with_state(state)
+}
+
+async fn openapi_json() -> Json<Value> {
+    Json(openapi())
+}
+
+/// The OpenAPI 3.1 description of the routes above.
+pub fn openapi() -> Value {
+    let symbol = json!({"name": "symbol", "in": "path", "required": true, "schema": {"type": "string"}, "description": "instrument symbol, e.g. LTC-USD"});
+    let count = |name: &str, default: u32, what: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": default}, "description": what});
+    let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let ok = |what: &str| json!({"description": what, "content": {"application/json": {}}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Otedama API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "The cold path's read API. Prices are in ticks of the instrument, quantities in lots, timestamps in ns since the Unix epoch."},
+        "paths": {
+            "/api/v1/status": {"get": {"summary": "journal position applied, the journal's end, lag", "responses": {"200": ok("status")}}},
+            "/api/v1/openapi.json": {"get": {"summary": "this document", "responses": {"200": ok("OpenAPI document")}}},
+            "/api/v1/dex/instruments": {"get": {"summary": "every instrument", "responses": {"200": ok("instruments")}}},
+            "/api/v1/dex/orderbook/{symbol}": {"get": {"summary": "L2 book: [price, quantity, orders] per level, best first",
+                "parameters": [symbol, count("depth", 50, "levels per side")], "responses": {"200": ok("book"), "400": err, "404": err}}},
+            "/api/v1/dex/ticker/{symbol}": {"get": {"summary": "24-hour ticker", "parameters": [symbol], "responses": {"200": ok("ticker"), "404": err}}},
+            "/api/v1/dex/trades/{symbol}": {"get": {"summary": "newest trades first", "parameters": [symbol, count("limit", 100, "trades")],
+                "responses": {"200": ok("trades"), "400": err, "404": err}}},
+        },
+        "components": {"schemas": {"Error": {"type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string", "description": "stable: bad_parameter, unknown_symbol, not_found"}, "message": {"type": "string"}}}}},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let doc = super::openapi();
+        let mut documented: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+        let mut served = super::route_paths();
+        documented.sort_unstable();
+        served.sort_unstable();
+        assert_eq!(documented, served);
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            // Every path parameter in the template is declared.
+            for p in path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))) {
+                let params = item["get"]["parameters"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+                assert!(params.iter().any(|x| x["name"] == p && x["in"] == "path"), "{path}: {p}");
+            }
+        }
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {

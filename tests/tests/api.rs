@@ -103,6 +103,9 @@ fn the_api_serves_what_the_engine_journals() {
     assert_eq!((code, e["code"].as_str()), (404, Some("not_found")));
     let (code, _) = get_json(&api_addr, "/api/v1/dex/instruments");
     assert_eq!(code, 200);
+    let (code, doc) = get_json(&api_addr, "/api/v1/openapi.json");
+    assert_eq!((code, doc["openapi"].as_str()), (200, Some("3.1.0")));
+    assert!(doc["paths"]["/api/v1/dex/orderbook/{symbol}"].is_object());
 
     engine.signal(libc::SIGTERM);
     assert!(engine.finish().0.success());

@@ -131,3 +131,25 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
+
+/// `otedama keys add` in `data` for `account` (admin or trader); returns
+/// `KEYID:SECRET` as `otedama trade --key` takes it.
+pub fn add_key(data: &str, account: &str, admin: bool) -> String {
+    let mut c = otedama();
+    c.args(["--data-dir", data, "keys", "add", "--account", account, "--json"]);
+    if admin {
+        c.arg("--admin");
+    }
+    let (out, stdout, stderr) = run(c);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("keys add --json prints JSON");
+    format!("{}:{}", v["id"].as_str().expect("id"), v["secret"].as_str().expect("secret"))
+}
+
+/// `otedama trade` against `addr`: (succeeded, stdout and stderr).
+pub fn trade(addr: &str, key: &str, args: &[&str]) -> (bool, String) {
+    let mut c = otedama();
+    c.args(["trade", "--addr", addr, "--key", key]).args(args);
+    let (out, stdout, stderr) = run(c);
+    (out.status.success(), format!("{stdout}{stderr}"))
+}

@@ -2,27 +2,12 @@
 //! engine journals shows up in the API's read model over HTTP, and bad
 //! requests get clean JSON errors.
 
-use otedama_tests::{Spawned, http_get, otedama, run};
+use otedama_tests::{Spawned, add_key as key, http_get, otedama};
 use serde_json::Value;
 
-fn key(data: &str, account: &str, admin: bool) -> String {
-    let mut c = otedama();
-    c.args(["--data-dir", data, "keys", "add", "--account", account, "--json"]);
-    if admin {
-        c.arg("--admin");
-    }
-    let (out, stdout, stderr) = run(c);
-    assert!(out.status.success(), "{stderr}");
-    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
-    format!("{}:{}", v["id"].as_str().unwrap(), v["secret"].as_str().unwrap())
-}
-
-fn trade(addr: &str, key: &str, args: &[&str]) -> String {
-    let mut c = otedama();
-    c.args(["trade", "--addr", addr, "--key", key]).args(args);
-    let (out, stdout, stderr) = run(c);
-    assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
-    stdout
+fn trade(addr: &str, key: &str, args: &[&str]) {
+    let (ok, out) = otedama_tests::trade(addr, key, args);
+    assert!(ok, "{args:?}: {out}");
 }
 
 fn get_json(api: &str, path: &str) -> (u16, Value) {

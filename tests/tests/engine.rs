@@ -1,27 +1,8 @@
 //! `otedama keys`, `otedama engine` and `otedama trade` as a user runs
 //! them: separate processes, the data directory between them.
 
-use otedama_tests::{Spawned, otedama, run};
+use otedama_tests::{Spawned, add_key as key, otedama, run, trade};
 use serde_json::Value;
-
-fn key(data: &str, account: &str, admin: bool) -> String {
-    let mut c = otedama();
-    c.args(["--data-dir", data, "keys", "add", "--account", account, "--json"]);
-    if admin {
-        c.arg("--admin");
-    }
-    let (out, stdout, stderr) = run(c);
-    assert!(out.status.success(), "{stderr}");
-    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
-    format!("{}:{}", v["id"].as_str().unwrap(), v["secret"].as_str().unwrap())
-}
-
-fn trade(addr: &str, key: &str, args: &[&str]) -> (bool, String) {
-    let mut c = otedama();
-    c.args(["trade", "--addr", addr, "--key", key]).args(args);
-    let (out, stdout, stderr) = run(c);
-    (out.status.success(), format!("{stdout}{stderr}"))
-}
 
 fn start_engine(data: &str) -> (Spawned, String) {
     let (e, addr, _) = start_engine_full(data);

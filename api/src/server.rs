@@ -13,18 +13,19 @@
 //! - `GET /api/v1/dex/trades/{symbol}?limit=N` (1..=1000, default 100)
 //!
 //! Errors: `{"code": "...", "message": "..."}` with 400 (a parameter out of
-//! its limits), 404 (unknown symbol or route), 503 (the journal is not
-//! readable yet).
+//! its limits), 404 (unknown symbol or route), 429 with `Retry-After` (over
+//! the per-IP rate limit, a token bucket per client address).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -39,6 +40,57 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// The exchange journal (`<data_dir>/exchange`).
     pub exchange_journal: PathBuf,
+    /// Requests per second each client IP may make, sustained, and its
+    /// burst; beyond them: 429 with `Retry-After`.
+    pub rate_per_sec: f64,
+    pub rate_burst: f64,
+}
+
+/// Per-IP token buckets.
+struct RateLimit {
+    per_sec: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+/// Buckets kept before idle ones are dropped.
+const BUCKETS_MAX: usize = 100_000;
+
+impl RateLimit {
+    /// `Ok` to serve, or `Err(seconds to wait)`.
+    fn take(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        let mut b = self.buckets.lock().expect("lock");
+        if b.len() >= BUCKETS_MAX && !b.contains_key(&ip) {
+            // A full bucket is the same as none: drop those that refilled.
+            let (per_sec, burst) = (self.per_sec, self.burst);
+            b.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * per_sec < burst);
+        }
+        let (tokens, at) = b.entry(ip).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.per_sec).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+async fn rate_limit(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match s.limit.take(peer.ip(), Instant::now()) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("over the per-IP rate limit; retry in {wait} s"));
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(wait));
+            r
+        }
+    }
 }
 
 /// What the tailer reports.
@@ -54,6 +106,7 @@ struct Tail {
 struct AppState {
     model: Arc<RwLock<ExchangeModel>>,
     tail: Arc<Tail>,
+    limit: Arc<RateLimit>,
 }
 
 /// A running API.
@@ -78,12 +131,17 @@ impl Api {
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState { model, tail };
+        let limit = Arc::new(RateLimit {
+            per_sec: cfg.rate_per_sec.max(0.001),
+            burst: cfg.rate_burst.max(1.0),
+            buckets: Mutex::new(HashMap::new()),
+        });
+        let state = AppState { model, tail, limit };
         let server = std::thread::Builder::new().name("api-http".into()).spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener)?;
-                axum::serve(listener, router(state))
+                axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
                     .with_graceful_shutdown(async move {
                         let _ = rx.await;
                     })
@@ -209,7 +267,9 @@ fn router(state: AppState) -> axum::Router {
     for (path, handler) in routes() {
         r = r.route(path, handler);
     }
-    r.fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) }).with_state(state)
+    r.fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit))
+        .with_state(state)
 }
 
 async fn openapi_json() -> Json<Value> {
@@ -237,12 +297,48 @@ pub fn openapi() -> Value {
                 "responses": {"200": ok("trades"), "400": err, "404": err}}},
         },
         "components": {"schemas": {"Error": {"type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string", "description": "stable: bad_parameter, unknown_symbol, not_found"}, "message": {"type": "string"}}}}},
+            "properties": {"code": {"type": "string", "description": "stable: bad_parameter, unknown_symbol, not_found, rate_limited"}, "message": {"type": "string"}}}}},
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
+    fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn over_the_per_ip_rate_the_answer_is_429_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = super::Api::start(super::ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            exchange_journal: dir.path().join("none"),
+            rate_per_sec: 0.5,
+            rate_burst: 3.0,
+        })
+        .unwrap();
+        let answers: Vec<String> = (0..5).map(|_| get(api.local_addr(), "/api/v1/status")).collect();
+        for a in &answers[..3] {
+            assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+        }
+        for a in &answers[3..] {
+            assert!(a.starts_with("HTTP/1.1 429"), "{a}");
+            assert!(a.to_ascii_lowercase().contains("retry-after: 2"), "{a}");
+            assert!(a.contains("\"code\":\"rate_limited\""), "{a}");
+        }
+        // Without a journal the status says why, and the API keeps serving.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let a = get(api.local_addr(), "/api/v1/status");
+        assert!(a.starts_with("HTTP/1.1 200") && a.contains("journal_error"), "{a}");
+        api.stop().unwrap();
+    }
+
     #[test]
     fn the_openapi_document_lists_exactly_the_routes() {
         let doc = super::openapi();

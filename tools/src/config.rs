@@ -40,11 +40,15 @@ pub struct Config {
 pub struct ApiConfig {
     /// Where the HTTP API listens.
     pub listen: String,
+    /// Requests per second each client IP may make, sustained.
+    pub rate_per_sec: f64,
+    /// Requests each client IP may make at once.
+    pub rate_burst: f64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: "127.0.0.1:8080".into() }
+        ApiConfig { listen: "127.0.0.1:8080".into(), rate_per_sec: 100.0, rate_burst: 200.0 }
     }
 }
 
@@ -856,6 +860,8 @@ overrides!(StratumOverrides {
 
 overrides!(ApiOverrides {
     listen: String = "api-listen", "address of the HTTP API [env: OTEDAMA_API__LISTEN]";
+    rate_per_sec: f64 = "api-rate-per-sec", "requests per second per client IP [env: OTEDAMA_API__RATE_PER_SEC]";
+    rate_burst: f64 = "api-rate-burst", "burst of requests per client IP [env: OTEDAMA_API__RATE_BURST]";
 });
 
 overrides!(SupervisorOverrides {

@@ -198,8 +198,13 @@ fn api_cmd(cfg: &Config) -> Result<i32> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
     }
-    let api = otedama_api::server::Api::start(otedama_api::server::ApiConfig { listen, exchange_journal: exchange_journal.clone() })
-        .with_context(|| format!("starting the API on {listen}"))?;
+    let api_cfg = otedama_api::server::ApiConfig {
+        listen,
+        exchange_journal: exchange_journal.clone(),
+        rate_per_sec: cfg.api.rate_per_sec,
+        rate_burst: cfg.api.rate_burst,
+    };
+    let api = otedama_api::server::Api::start(api_cfg).with_context(|| format!("starting the API on {listen}"))?;
     println!("otedama api: http://{}/api/v1/ (exchange journal {})", api.local_addr(), exchange_journal.display());
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));

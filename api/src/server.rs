@@ -365,10 +365,10 @@ fn unknown_symbol(s: &str) -> Response {
     error(StatusCode::NOT_FOUND, "unknown_symbol", format!("no instrument {s:?}"))
 }
 
-/// A count parameter within `1..=max` (default `default`); the refusal's
-/// message otherwise.
-fn bounded(v: Option<u32>, default: u32, max: u32, name: &str) -> Result<usize, String> {
-    match v.unwrap_or(default) {
+/// A count parameter (as the query parsed, or why it did not) within
+/// `1..=max`, `default` when absent; the refusal's message otherwise.
+fn bounded(v: Result<Option<u32>, axum::extract::rejection::QueryRejection>, default: u32, max: u32, name: &str) -> Result<usize, String> {
+    match v.map_err(|e| e.body_text())?.unwrap_or(default) {
         n if (1..=max).contains(&n) => Ok(n as usize),
         n => Err(format!("{name} must be 1..={max}, got {n}")),
     }
@@ -406,12 +406,9 @@ async fn orderbook(
     Path(symbol): Path<String>,
     q: Result<Query<DepthQ>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let depth = match q {
-        Ok(Query(q)) => match bounded(q.depth, 50, 1000, "depth") {
-            Ok(d) => d,
-            Err(m) => return error(StatusCode::BAD_REQUEST, "bad_parameter", m),
-        },
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_parameter", e.body_text()),
+    let depth = match bounded(q.map(|Query(q)| q.depth), 50, 1000, "depth") {
+        Ok(d) => d,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_parameter", m),
     };
     let m = s.model.read().expect("model lock");
     let Some(i) = m.instrument_by_symbol(&symbol) else { return unknown_symbol(&symbol) };
@@ -442,12 +439,9 @@ async fn trades(
     Path(symbol): Path<String>,
     q: Result<Query<LimitQ>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let limit = match q {
-        Ok(Query(q)) => match bounded(q.limit, 100, 1000, "limit") {
-            Ok(d) => d,
-            Err(m) => return error(StatusCode::BAD_REQUEST, "bad_parameter", m),
-        },
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_parameter", e.body_text()),
+    let limit = match bounded(q.map(|Query(q)| q.limit), 100, 1000, "limit") {
+        Ok(d) => d,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_parameter", m),
     };
     let m = s.model.read().expect("model lock");
     let Some(i) = m.instrument_by_symbol(&symbol) else { return unknown_symbol(&symbol) };

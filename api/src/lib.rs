@@ -7,4 +7,6 @@
 //! cold-path issue).
 
 pub mod exchange_model;
+pub mod projection;
 pub mod server;
+pub mod share_merge;

@@ -337,6 +337,14 @@ impl ExchangeModel {
         self.tapes.get(&instrument).map(|t| t.recent.iter().rev().take(limit).copied().collect()).unwrap_or_default()
     }
 
+    /// The newest `limit` trades with a match id below `before` (all when
+    /// `None`), newest first: a page of the listing.
+    pub fn trades_before(&self, instrument: u16, before: Option<u64>, limit: usize) -> Vec<Trade> {
+        let Some(t) = self.tapes.get(&instrument) else { return Vec::new() };
+        let end = before.map_or(t.recent.len(), |b| t.recent.partition_point(|x| x.match_id < b));
+        t.recent.range(..end).rev().take(limit).copied().collect()
+    }
+
     /// The 24-hour ticker as of `now_ns` (evicting older trades from the
     /// window).
     pub fn ticker(&mut self, instrument: u16, now_ns: u64) -> Ticker {

@@ -290,6 +290,13 @@ struct TradeHalf {
     qty: i64,
 }
 
+/// Both executions of one match.
+struct Match {
+    id: u64,
+    taker: Option<TradeHalf>,
+    maker: Option<TradeHalf>,
+}
+
 struct TradeRow {
     match_id: i64,
     instrument: i64,
@@ -513,7 +520,7 @@ impl Projector {
             }
         }
         while b.rows() < limit {
-            let Some(s) = self.shares.next()? else { break };
+            let Some(s) = self.shares.next_share()? else { break };
             let rec = ShareRecord::decode(&s.payload).map_err(|e| format!("shares-{} record {}: {e}", s.shard, s.seq))?;
             let ts = big(s.ts, "timestamp")?;
             let key = (interval_of(s.ts), rec.address.clone(), rec.worker.clone());
@@ -711,8 +718,8 @@ impl Projector {
 /// Turns one events record into order and trade rows.
 fn exchange_events(b: &mut Batch, events: &[Event], seq: u64, ts: u64) -> Result<(), String> {
     let (seq_i, ts_i) = (big(seq, "sequence")?, big(ts, "timestamp")?);
-    // match id → (taker half, maker half, taker order)
-    let mut halves: Vec<(u64, Option<(TradeHalf, u64)>, Option<TradeHalf>)> = Vec::new();
+    // The two sides of each match in this record, in match order.
+    let mut halves: Vec<Match> = Vec::new();
     for ev in events {
         match *ev {
             Event::Accepted { order, account, instrument, side, price, qty } => {
@@ -744,17 +751,17 @@ fn exchange_events(b: &mut Batch, events: &[Event], seq: u64, ts: u64) -> Result
                     o.final_ts = ts_i;
                 }
                 let half = TradeHalf { order: order.0 as i64, account: account.0 as i64, fee, price, qty: big(qty, "quantity")? };
-                let i = match halves.iter().position(|h| h.0 == match_id) {
+                let i = match halves.iter().position(|h| h.id == match_id) {
                     Some(i) => i,
                     None => {
-                        halves.push((match_id, None, None));
+                        halves.push(Match { id: match_id, taker: None, maker: None });
                         halves.len() - 1
                     }
                 };
                 if maker {
-                    halves[i].2 = Some(half);
+                    halves[i].maker = Some(half);
                 } else {
-                    halves[i].1 = Some((half, order.0));
+                    halves[i].taker = Some(half);
                 }
             }
             Event::Canceled { order, leaves, reason, .. } => {
@@ -772,11 +779,12 @@ fn exchange_events(b: &mut Batch, events: &[Event], seq: u64, ts: u64) -> Result
             _ => {}
         }
     }
-    for (match_id, taker, maker) in halves {
-        let (Some((taker, taker_order)), Some(maker)) = (taker, maker) else {
+    for Match { id: match_id, taker, maker } in halves {
+        let (Some(taker), Some(maker)) = (taker, maker) else {
             return Err(format!("exchange journal record {seq}: match {match_id} lacks its taker or maker execution"));
         };
         // The taker's order was accepted by the same command.
+        let taker_order = taker.order as u64;
         let Some(o) = b.orders.get(&taker_order).filter(|o| o.new) else {
             return Err(format!("exchange journal record {seq}: the taker order {taker_order} of match {match_id} was not accepted in it"));
         };

@@ -1,7 +1,8 @@
-//! `otedama api`: the exchange read model served over HTTP (axum on a
-//! current-thread tokio runtime), fed by a thread that tails the exchange
-//! journal read-only. The engine is never asked and never slowed: the
-//! tailer is one more journal reader.
+//! `otedama api`: the read models served over HTTP (axum on a
+//! current-thread tokio runtime), fed by threads that tail the exchange
+//! journal and the pool's journals read-only, and the database projection
+//! beside them. The engine is never asked and never slowed: every tailer
+//! is one more journal reader.
 //!
 //! Routes (JSON; prices in ticks and quantities in lots, as the engine
 //! holds them):
@@ -10,10 +11,12 @@
 //! - `GET /api/v1/dex/instruments`
 //! - `GET /api/v1/dex/orderbook/{symbol}?depth=N` (1..=1000, default 50)
 //! - `GET /api/v1/dex/ticker/{symbol}` (24 h)
-//! - `GET /api/v1/dex/trades/{symbol}?limit=N` (1..=1000, default 100)
+//! - `GET /api/v1/dex/trades/{symbol}?limit=N&before=M` (1..=1000, default 100; `before`: a match id, the page cursor)
+//! - `GET /api/v1/mining/stats`, `GET /api/v1/mining/miner/{address}`
+//! - `GET /api/v1/mining/blocks?limit=N&before=M` (`before`: a blocks-journal sequence)
 //!
 //! Errors: `{"code": "...", "message": "..."}` with 400 (a parameter out of
-//! its limits), 404 (unknown symbol or route), 429 with `Retry-After` (over
+//! its limits), 404 (unknown symbol, address or route), 429 with `Retry-After` (over
 //! the per-IP rate limit, a token bucket per client address).
 
 use std::collections::HashMap;
@@ -33,13 +36,27 @@ use otedama_journal::{Reader, ReaderOptions};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use otedama_engine::chain::record::BlockRecord;
+use otedama_engine::stratum::record::ShareRecord;
+use otedama_journal::kinds;
+
 use crate::exchange_model::ExchangeModel;
+use crate::pool_model::{Block, PoolModel};
+use crate::projection::{Projection, ProjectionConfig, ProjectionStatus};
+use crate::share_merge::ShareMerger;
 
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
     /// The exchange journal (`<data_dir>/exchange`).
     pub exchange_journal: PathBuf,
+    /// The pool's journals (`<data_dir>/pool`: `shares-<i>`, `blocks`).
+    pub pool_dir: PathBuf,
+    /// The database the journals are projected into (`sqlite://…` or
+    /// `postgres://…`); `None`: no database.
+    pub database_url: Option<String>,
+    /// Empty the database and project the journals from their start.
+    pub rebuild: bool,
     /// Requests per second each client IP may make, sustained, and its
     /// burst; beyond them: 429 with `Retry-After`.
     pub rate_per_sec: f64,
@@ -102,11 +119,22 @@ struct Tail {
     error: Mutex<Option<String>>,
 }
 
+/// What the pool tailer reports.
+#[derive(Default)]
+struct PoolTail {
+    /// Records the pool's journals hold beyond what the model applied.
+    lag: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
 #[derive(Clone)]
 struct AppState {
     model: Arc<RwLock<ExchangeModel>>,
     tail: Arc<Tail>,
+    pool: Arc<RwLock<PoolModel>>,
+    pool_tail: Arc<PoolTail>,
     limit: Arc<RateLimit>,
+    db: Option<Arc<Mutex<ProjectionStatus>>>,
 }
 
 /// A running API.
@@ -114,8 +142,10 @@ pub struct Api {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     tailer: Option<JoinHandle<()>>,
+    pool_tailer: Option<JoinHandle<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    projection: Option<Projection>,
 }
 
 impl Api {
@@ -127,6 +157,12 @@ impl Api {
             let (model, tail, stop, dir) = (model.clone(), tail.clone(), stop.clone(), cfg.exchange_journal.clone());
             std::thread::Builder::new().name("journal-tailer".into()).spawn(move || run_tailer(dir, model, tail, stop))?
         };
+        let pool = Arc::new(RwLock::new(PoolModel::new()));
+        let pool_tail = Arc::new(PoolTail::default());
+        let pool_tailer = {
+            let (pool, tail, stop, dir) = (pool.clone(), pool_tail.clone(), stop.clone(), cfg.pool_dir.clone());
+            std::thread::Builder::new().name("pool-tailer".into()).spawn(move || run_pool_tailer(dir, pool, tail, stop))?
+        };
         let std_listener = std::net::TcpListener::bind(cfg.listen)?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
@@ -136,7 +172,18 @@ impl Api {
             burst: cfg.rate_burst.max(1.0),
             buckets: Mutex::new(HashMap::new()),
         });
-        let state = AppState { model, tail, limit };
+        let projection = match &cfg.database_url {
+            Some(url) => Some(Projection::start(ProjectionConfig {
+                database_url: url.clone(),
+                exchange_journal: cfg.exchange_journal.clone(),
+                pool_dir: cfg.pool_dir.clone(),
+                rebuild: cfg.rebuild,
+                batch_rows: 20_000,
+            })?),
+            None => None,
+        };
+        let db = projection.as_ref().map(Projection::status_handle);
+        let state = AppState { model, tail, pool, pool_tail, limit, db };
         let server = std::thread::Builder::new().name("api-http".into()).spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
             rt.block_on(async move {
@@ -148,7 +195,7 @@ impl Api {
                     .await
             })
         })?;
-        Ok(Api { addr, stop, tailer: Some(tailer), server: Some(server), shutdown: Some(tx) })
+        Ok(Api { addr, stop, tailer: Some(tailer), pool_tailer: Some(pool_tailer), server: Some(server), shutdown: Some(tx), projection })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -169,8 +216,11 @@ impl Api {
         if let Some(h) = self.server.take() {
             out = h.join().unwrap_or_else(|_| Err(std::io::Error::other("the HTTP thread panicked")));
         }
-        if let Some(h) = self.tailer.take() {
+        for h in [self.tailer.take(), self.pool_tailer.take()].into_iter().flatten() {
             let _ = h.join();
+        }
+        if let Some(p) = self.projection.take() {
+            p.stop();
         }
         out
     }
@@ -244,6 +294,63 @@ fn run_tailer(dir: PathBuf, model: Arc<RwLock<ExchangeModel>>, tail: Arc<Tail>, 
     }
 }
 
+/// Follows the merged share journals and the blocks journal into the pool
+/// model; after an error, resumes after the last record applied.
+fn run_pool_tailer(dir: PathBuf, pool: Arc<RwLock<PoolModel>>, tail: Arc<PoolTail>, stop: Arc<AtomicBool>) {
+    let mut merger = ShareMerger::new(&dir, &Default::default(), 0);
+    let mut blocks: Option<Reader> = None;
+    let mut blocks_next = 1;
+    let mut last_rescan = Instant::now();
+    let blocks_dir = dir.join("blocks");
+    while !stop.load(Ordering::Relaxed) {
+        let result = (|| -> Result<usize, String> {
+            let mut n = 0;
+            if blocks.is_none() && blocks_dir.join("journal.ctl").exists() {
+                blocks =
+                    Some(Reader::open(&blocks_dir, blocks_next, ReaderOptions::default()).map_err(|e| format!("blocks journal: {e}"))?);
+            }
+            let mut m = pool.write().expect("pool lock");
+            if let Some(r) = blocks.as_mut() {
+                while let Some(rec) = r.try_next().map_err(|e| format!("blocks journal: {e}"))? {
+                    if rec.kind == kinds::BLOCK_FOUND {
+                        let b = BlockRecord::decode(rec.payload).map_err(|e| format!("blocks journal record {}: {e}", rec.seq))?;
+                        m.apply_block(rec.seq, rec.timestamp_ns, b);
+                    }
+                    blocks_next = rec.seq + 1;
+                    n += 1;
+                }
+            }
+            while n < 4096 {
+                let Some(s) = merger.next_share()? else { break };
+                let rec = ShareRecord::decode(&s.payload).map_err(|e| format!("shares-{} record {}: {e}", s.shard, s.seq))?;
+                m.apply_share(s.ts, &rec);
+                n += 1;
+            }
+            Ok(n)
+        })();
+        tail.lag.store(merger.lag() + blocks.as_ref().map_or(0, |r| r.published_seq().saturating_sub(blocks_next - 1)), Ordering::Relaxed);
+        match result {
+            Ok(n) => {
+                *tail.error.lock().expect("lock") = None;
+                if n == 0 {
+                    if last_rescan.elapsed() > Duration::from_secs(2) {
+                        merger.rescan();
+                        last_rescan = Instant::now();
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "pool tailer stopped at a record it cannot read; retrying in 1 s");
+                *tail.error.lock().expect("lock") = Some(e);
+                merger = ShareMerger::new(&dir, &merger.positions(), merger.last_ts());
+                blocks = None;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 /// Every route, as served: the router and the OpenAPI document are both
 /// built from this table, and a test holds the document to it.
 fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> {
@@ -254,6 +361,9 @@ fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> {
         ("/api/v1/dex/orderbook/{symbol}", get(orderbook)),
         ("/api/v1/dex/ticker/{symbol}", get(ticker)),
         ("/api/v1/dex/trades/{symbol}", get(trades)),
+        ("/api/v1/mining/stats", get(mining_stats)),
+        ("/api/v1/mining/miner/{address}", get(mining_miner)),
+        ("/api/v1/mining/blocks", get(mining_blocks)),
     ]
 }
 
@@ -282,6 +392,7 @@ pub fn openapi() -> Value {
     let count = |name: &str, default: u32, what: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": default}, "description": what});
     let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let ok = |what: &str| json!({"description": what, "content": {"application/json": {}}});
+    let before = json!({"name": "before", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "only items with a cursor below this one (the page after the one that ended there)"});
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Otedama API", "version": env!("CARGO_PKG_VERSION"),
@@ -293,11 +404,18 @@ pub fn openapi() -> Value {
             "/api/v1/dex/orderbook/{symbol}": {"get": {"summary": "L2 book: [price, quantity, orders] per level, best first",
                 "parameters": [symbol, count("depth", 50, "levels per side")], "responses": {"200": ok("book"), "400": err, "404": err}}},
             "/api/v1/dex/ticker/{symbol}": {"get": {"summary": "24-hour ticker", "parameters": [symbol], "responses": {"200": ok("ticker"), "404": err}}},
-            "/api/v1/dex/trades/{symbol}": {"get": {"summary": "newest trades first", "parameters": [symbol, count("limit", 100, "trades")],
-                "responses": {"200": ok("trades"), "400": err, "404": err}}},
+            "/api/v1/dex/trades/{symbol}": {"get": {"summary": "trades newest first; for the next page pass the last match_id as before",
+                "parameters": [symbol, count("limit", 100, "trades"), before], "responses": {"200": ok("trades"), "400": err, "404": err}}},
+            "/api/v1/mining/stats": {"get": {"summary": "pool hashrate (H/s, from accepted work), miners, workers, shares, network difficulty, last blocks",
+                "responses": {"200": ok("pool statistics")}}},
+            "/api/v1/mining/miner/{address}": {"get": {"summary": "one payout address: hashrate over 10 min, 1 h, 24 h, 300-s history, workers, shares",
+                "parameters": [{"name": "address", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 255}, "description": "payout address"}],
+                "responses": {"200": ok("miner"), "400": err, "404": err}}},
+            "/api/v1/mining/blocks": {"get": {"summary": "blocks newest first; for the next page pass the last seq as before",
+                "parameters": [count("limit", 50, "blocks"), before], "responses": {"200": ok("blocks"), "400": err}}},
         },
         "components": {"schemas": {"Error": {"type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string", "description": "stable: bad_parameter, unknown_symbol, not_found, rate_limited"}, "message": {"type": "string"}}}}},
+            "properties": {"code": {"type": "string", "description": "stable: bad_parameter, unknown_symbol, unknown_address, not_found, rate_limited"}, "message": {"type": "string"}}}}},
     })
 }
 
@@ -319,6 +437,9 @@ mod tests {
         let api = super::Api::start(super::ApiConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             exchange_journal: dir.path().join("none"),
+            pool_dir: dir.path().join("none"),
+            database_url: None,
+            rebuild: false,
             rate_per_sec: 0.5,
             rate_burst: 3.0,
         })
@@ -365,6 +486,14 @@ fn unknown_symbol(s: &str) -> Response {
     error(StatusCode::NOT_FOUND, "unknown_symbol", format!("no instrument {s:?}"))
 }
 
+/// `limit` (1..=1000, `default` when absent) and the `before` cursor of a
+/// paginated listing.
+fn page(q: Result<Query<PageQ>, axum::extract::rejection::QueryRejection>, default: u32) -> Result<(usize, Option<u64>), String> {
+    let q = q.map(|Query(q)| q);
+    let before = q.as_ref().ok().and_then(|q| q.before);
+    Ok((bounded(q.map(|q| q.limit), default, 1000, "limit")?, before))
+}
+
 /// A count parameter (as the query parsed, or why it did not) within
 /// `1..=max`, `default` when absent; the refusal's message otherwise.
 fn bounded(v: Result<Option<u32>, axum::extract::rejection::QueryRejection>, default: u32, max: u32, name: &str) -> Result<usize, String> {
@@ -378,7 +507,18 @@ async fn status(State(s): State<AppState>) -> Json<Value> {
     let applied = s.model.read().expect("model lock").last_seq();
     let end = s.tail.journal_seq.load(Ordering::Relaxed).max(applied);
     let err = s.tail.error.lock().expect("lock").clone();
-    Json(json!({"journal_seq": end, "applied_seq": applied, "lag_records": end - applied, "journal_error": err}))
+    let database = s.db.as_ref().map(|d| {
+        let d = d.lock().expect("lock").clone();
+        json!({"connected": d.connected, "positions": d.positions, "lag_records": d.lag_records, "rows": d.rows, "batches": d.batches, "error": d.error})
+    });
+    let pool = json!({
+        "shares_applied": s.pool.read().expect("pool lock").shares(),
+        "lag_records": s.pool_tail.lag.load(Ordering::Relaxed),
+        "error": s.pool_tail.error.lock().expect("lock").clone(),
+    });
+    Json(
+        json!({"journal_seq": end, "applied_seq": applied, "lag_records": end - applied, "journal_error": err, "pool": pool, "database": database}),
+    )
 }
 
 async fn instruments(State(s): State<AppState>) -> Json<Value> {
@@ -430,25 +570,95 @@ async fn ticker(State(s): State<AppState>, Path(symbol): Path<String>) -> Respon
 }
 
 #[derive(Deserialize)]
-struct LimitQ {
+struct PageQ {
     limit: Option<u32>,
+    before: Option<u64>,
 }
 
 async fn trades(
     State(s): State<AppState>,
     Path(symbol): Path<String>,
-    q: Result<Query<LimitQ>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<PageQ>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let limit = match bounded(q.map(|Query(q)| q.limit), 100, 1000, "limit") {
-        Ok(d) => d,
+    let (limit, before) = match page(q, 100) {
+        Ok(p) => p,
         Err(m) => return error(StatusCode::BAD_REQUEST, "bad_parameter", m),
     };
     let m = s.model.read().expect("model lock");
     let Some(i) = m.instrument_by_symbol(&symbol) else { return unknown_symbol(&symbol) };
     let v: Vec<Value> = m
-        .trades(i.id, limit)
+        .trades_before(i.id, before, limit)
         .into_iter()
         .map(|t| json!({"match_id": t.match_id, "ts": t.ts, "price": t.price, "qty": t.qty, "taker_side": if t.taker_side == 0 { "buy" } else { "sell" }}))
         .collect();
     Json(Value::Array(v)).into_response()
+}
+
+fn hashrates(b: &crate::pool_model::Buckets, now_s: u64) -> Value {
+    json!({"10m": b.hashrate(now_s, 600), "1h": b.hashrate(now_s, 3600)})
+}
+
+fn block_json(b: &Block) -> Value {
+    let r = &b.rec;
+    json!({
+        "seq": b.seq, "height": r.height, "hash": b.id_hex(), "time": r.time, "recorded_ns": b.recorded_ns,
+        "subsidy": r.subsidy, "fees": r.fees, "reward": r.subsidy + r.fees, "outcome": b.outcome(),
+        "on_chain_mask": r.on_chain_mask, "finder": r.finder, "worker": r.worker, "reason": r.reason,
+    })
+}
+
+async fn mining_stats(State(s): State<AppState>) -> Json<Value> {
+    let now_ns = otedama_journal::now_ns();
+    let now_s = now_ns / 1_000_000_000;
+    let m = s.pool.read().expect("pool lock");
+    let (active_miners, active_workers) = m.active(now_ns);
+    let (difficulty, work) = m.network().map_or((None, None), |(d, w)| (Some(d), Some(w.to_string())));
+    let last: Vec<Value> = m.blocks(None, 5).map(block_json).collect();
+    Json(json!({
+        "hashrate": {"10m": m.hashrate(now_s, 600), "1h": m.hashrate(now_s, 3600)},
+        "miners": m.miners(), "workers": m.workers(), "active_miners": active_miners, "active_workers": active_workers,
+        "shares": m.shares(), "work": m.work().to_string(), "last_share_ns": m.last_share_ns(),
+        "network": {"height": m.height(), "difficulty": difficulty, "hashes_per_block": work},
+        "blocks": m.blocks_total(), "last_blocks": last,
+    }))
+}
+
+async fn mining_miner(State(s): State<AppState>, Path(address): Path<String>) -> Response {
+    if address.len() > 255 {
+        return error(StatusCode::BAD_REQUEST, "bad_parameter", "an address is at most 255 bytes".into());
+    }
+    let now_s = otedama_journal::now_ns() / 1_000_000_000;
+    let m = s.pool.read().expect("pool lock");
+    let Some(x) = m.miner(&address) else {
+        return error(StatusCode::NOT_FOUND, "unknown_address", format!("no shares from {address:?}"));
+    };
+    let history: Vec<Value> = x
+        .history
+        .iter()
+        .map(|&(start, shares, work)| json!({"start": start, "shares": shares, "work": work.to_string(), "hashrate": work as f64 / crate::pool_model::MINER_HISTORY_S as f64}))
+        .collect();
+    let workers: Vec<Value> = x
+        .workers
+        .iter()
+        .map(|(name, w)| {
+            json!({"name": name, "shares": w.shares, "work": w.work.to_string(), "first_share_ns": w.first_share_ns,
+                   "last_share_ns": w.last_share_ns, "hashrate": hashrates(&w.recent, now_s)})
+        })
+        .collect();
+    Json(json!({
+        "address": address, "shares": x.shares, "work": x.work.to_string(), "blocks": x.blocks,
+        "first_share_ns": x.first_share_ns, "last_share_ns": x.last_share_ns,
+        "hashrate": {"10m": x.recent.hashrate(now_s, 600), "1h": x.history.hashrate(now_s, 3600), "24h": x.history.hashrate(now_s, 86_400)},
+        "history": history, "workers": workers,
+    }))
+    .into_response()
+}
+
+async fn mining_blocks(State(s): State<AppState>, q: Result<Query<PageQ>, axum::extract::rejection::QueryRejection>) -> Response {
+    let (limit, before) = match page(q, 50) {
+        Ok(p) => p,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_parameter", m),
+    };
+    let m = s.pool.read().expect("pool lock");
+    Json(Value::Array(m.blocks(before, limit).map(block_json).collect())).into_response()
 }

@@ -133,7 +133,7 @@ impl ShareMerger {
 
     /// The next share in merged order, if every shard has shown enough to
     /// place it.
-    pub fn next(&mut self) -> Result<Option<MergedShare>, String> {
+    pub fn next_share(&mut self) -> Result<Option<MergedShare>, String> {
         for s in &mut self.shards {
             s.fill()?;
         }

@@ -98,3 +98,140 @@ fn the_api_serves_what_the_engine_journals() {
     let (status, out) = api.finish();
     assert!(status.success() && out.contains("otedama api: stopped cleanly"), "{out}");
 }
+
+/// Rows of the API's database: (table, count) and Σ shares.
+fn db_counts(url: &str) -> Vec<i64> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let pool = otedama_api::projection::connect(url).await.unwrap();
+        let mut v = Vec::new();
+        for q in [
+            "SELECT COUNT(*) FROM trades",
+            "SELECT COUNT(*) FROM orders",
+            "SELECT COUNT(*) FROM blocks",
+            "SELECT CAST(COALESCE(SUM(shares), 0) AS BIGINT) FROM share_intervals",
+            "SELECT COUNT(*) FROM workers",
+        ] {
+            let r = sqlx::query(q).fetch_one(&pool).await.unwrap();
+            v.push(sqlx::Row::get::<i64, _>(&r, 0));
+        }
+        pool.close().await;
+        v
+    })
+}
+
+fn wait_json(api: &str, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, v) = get_json(api, path);
+        if code == 200 && ok(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {code} {v}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn start_api(data: &str, extra: &[&str]) -> (Spawned, String) {
+    let mut c = otedama();
+    c.args(["--data-dir", data, "--api-listen", "127.0.0.1:0", "api"]).args(extra);
+    let mut api = Spawned::start(c);
+    let line = api.wait_for_line("otedama api: http://");
+    let addr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    (api, addr)
+}
+
+#[test]
+fn a_real_pool_s_shares_and_blocks_reach_the_mining_routes_and_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let (api, api_addr) = start_api(data, &[]);
+    let mut c = otedama();
+    c.args(["--data-dir", data, "--gateway-listen", "127.0.0.1:0", "--pool-devnet-rpc", "127.0.0.1:0"]);
+    // Every share is a devnet block here; most go stale at once: do not
+    // wait long for the node to confirm them.
+    c.args(["--stratum-host", "127.0.0.1", "--stratum-port", "0", "--stratum-confirm-wait-ms", "50", "engine"]);
+    let mut engine = Spawned::start(c);
+    let line = engine.wait_for_line("pool chain side");
+    let stratum = line.split("Stratum V1 on ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    let payout = bech32::segwit::encode(bech32::hrp::BCRT, bech32::segwit::VERSION_0, &[5u8; 20]).unwrap();
+    let mut m = otedama();
+    m.args(["mine", "--url", &format!("stratum+tcp://{stratum}"), "--user", &format!("{payout}.rig1"), "--password", "d=0.0002"]);
+    m.args(["--threads", "1", "--seconds", "2"]);
+    let (out, stdout, stderr) = otedama_tests::run(m);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let accepted = summary["accepted"].as_u64().unwrap();
+    assert!(accepted >= 1, "{summary}");
+    // Every share at this difficulty is a devnet block; the engine submits
+    // them one by one and records each; at its stop all are recorded.
+    engine.signal(libc::SIGTERM);
+    assert!(engine.finish().0.success());
+    let mut r = otedama_journal::Reader::open(std::path::Path::new(data).join("pool/blocks"), 1, Default::default()).unwrap();
+    let mut blocks = 0u64;
+    while let Some(rec) = r.try_next().unwrap() {
+        blocks += (rec.kind == otedama_journal::kinds::BLOCK_FOUND) as u64;
+    }
+    assert!(blocks >= 1);
+
+    // Pool statistics from the merged share journals.
+    let stats = wait_json(&api_addr, "/api/v1/mining/stats", "stats", |v| v["shares"].as_u64() == Some(accepted));
+    assert_eq!(
+        (stats["miners"].as_u64(), stats["workers"].as_u64(), stats["active_workers"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{stats}"
+    );
+    assert!(stats["hashrate"]["10m"].as_f64().unwrap() > 0.0, "{stats}");
+    assert!(stats["network"]["difficulty"].as_f64().unwrap() > 0.0, "{stats}");
+    let stats = wait_json(&api_addr, "/api/v1/mining/stats", "blocks", |v| v["blocks"].as_u64() == Some(blocks));
+    assert_eq!(stats["last_blocks"][0]["finder"].as_str(), Some(payout.as_str()), "{stats}");
+    let (_, first) = get_json(&api_addr, "/api/v1/mining/blocks?limit=1&before=2");
+    assert_eq!((first[0]["seq"].as_u64(), first[0]["outcome"].as_str()), (Some(1), Some("landed")), "{first}");
+    let (code, miner) = get_json(&api_addr, &format!("/api/v1/mining/miner/{payout}"));
+    assert_eq!(code, 200, "{miner}");
+    assert_eq!(miner["shares"].as_u64(), Some(accepted));
+    assert_eq!(miner["workers"][0]["name"].as_str(), Some(format!("{payout}.rig1").as_str()), "{miner}");
+    assert!(miner["hashrate"]["10m"].as_f64().unwrap() > 0.0);
+    let (code, e) = get_json(&api_addr, "/api/v1/mining/miner/bcrt1qnobody");
+    assert_eq!((code, e["code"].as_str()), (404, Some("unknown_address")));
+    // Blocks page by page, newest first.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/mining/blocks?limit=2".to_string();
+    loop {
+        let (code, page) = get_json(&api_addr, &path);
+        assert_eq!(code, 200, "{page}");
+        let page = page.as_array().unwrap().clone();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        let last = page.last().unwrap()["seq"].as_u64().unwrap();
+        seen.extend(page.iter().map(|b| b["seq"].as_u64().unwrap()));
+        path = format!("/api/v1/mining/blocks?limit=2&before={last}");
+    }
+    assert_eq!(seen.len() as u64, blocks);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "{seen:?}");
+    let (code, e) = get_json(&api_addr, "/api/v1/mining/blocks?before=x");
+    assert_eq!((code, e["code"].as_str()), (400, Some("bad_parameter")));
+
+    // The database (SQLite in the data directory by default) caught up.
+    let st = wait_json(&api_addr, "/api/v1/status", "database", |v| {
+        v["database"]["connected"] == true && v["database"]["lag_records"] == 0 && v["database"]["rows"].as_u64() > Some(0)
+    });
+    assert!(st["database"]["error"].is_null(), "{st}");
+    api.signal(libc::SIGTERM);
+    assert!(api.finish().0.success());
+    let url = otedama_api::projection::sqlite_url(&std::path::Path::new(data).join("api.db"));
+    let before = db_counts(&url);
+    assert_eq!(before[2] as u64, blocks, "{before:?}");
+    assert_eq!(before[3] as u64, accepted, "{before:?}");
+    assert_eq!(before[4], 1, "{before:?}");
+
+    // A rebuild from the journals gives the same rows.
+    let (api, api_addr) = start_api(data, &["--rebuild"]);
+    wait_json(&api_addr, "/api/v1/status", "rebuild", |v| v["database"]["lag_records"] == 0 && v["database"]["batches"].as_u64() > Some(0));
+    api.signal(libc::SIGTERM);
+    assert!(api.finish().0.success());
+    assert_eq!(db_counts(&url), before);
+}

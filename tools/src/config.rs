@@ -44,11 +44,15 @@ pub struct ApiConfig {
     pub rate_per_sec: f64,
     /// Requests each client IP may make at once.
     pub rate_burst: f64,
+    /// The database the journals are projected into: `postgres://…`,
+    /// `sqlite://…`, empty for SQLite at `<data_dir>/api.db`, `none` for
+    /// no database.
+    pub database_url: String,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: "127.0.0.1:8080".into(), rate_per_sec: 100.0, rate_burst: 200.0 }
+        ApiConfig { listen: "127.0.0.1:8080".into(), rate_per_sec: 100.0, rate_burst: 200.0, database_url: String::new() }
     }
 }
 
@@ -862,6 +866,7 @@ overrides!(ApiOverrides {
     listen: String = "api-listen", "address of the HTTP API [env: OTEDAMA_API__LISTEN]";
     rate_per_sec: f64 = "api-rate-per-sec", "requests per second per client IP [env: OTEDAMA_API__RATE_PER_SEC]";
     rate_burst: f64 = "api-rate-burst", "burst of requests per client IP [env: OTEDAMA_API__RATE_BURST]";
+    database_url: String = "api-database-url", "postgres://… or sqlite://…; empty: SQLite in the data directory; none: no database [env: OTEDAMA_API__DATABASE_URL]";
 });
 
 overrides!(SupervisorOverrides {

@@ -47,8 +47,18 @@ enum Cmd {
         #[arg(long)]
         snapshot_now: bool,
     },
-    /// The cold path: REST/WebSocket API, database, payouts (not built yet).
-    Api,
+    /// The cold path: the REST API over read models of the journals, and
+    /// the database they are projected into.
+    Api {
+        /// Empty the database and project the journals again from their
+        /// start.
+        #[arg(long)]
+        rebuild: bool,
+        /// The database: `postgres://user@host:port/db` or `sqlite://path`
+        /// (`api.database_url`; default: SQLite at `<data_dir>/api.db`).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -190,7 +200,7 @@ fn loadgen_cmd(cmd: LoadgenCmd) -> Result<i32> {
 /// A role or tool that a later piece of work builds.
 /// `otedama api`: serves the exchange's read model over HTTP until SIGINT
 /// or SIGTERM.
-fn api_cmd(cfg: &Config) -> Result<i32> {
+fn api_cmd(cfg: &Config, rebuild: bool) -> Result<i32> {
     let listen: std::net::SocketAddr =
         cfg.api.listen.parse().with_context(|| format!("api.listen: {:?} is not an address", cfg.api.listen))?;
     let exchange_journal = engine_cmd::exchange_journal_dir(&cfg.data_dir);
@@ -201,11 +211,20 @@ fn api_cmd(cfg: &Config) -> Result<i32> {
     let api_cfg = otedama_api::server::ApiConfig {
         listen,
         exchange_journal: exchange_journal.clone(),
+        pool_dir: cfg.data_dir.join("pool"),
+        database_url: match cfg.api.database_url.as_str() {
+            "" => Some(otedama_api::projection::sqlite_url(&cfg.data_dir.join("api.db"))),
+            "none" => None,
+            url => Some(url.to_string()),
+        },
+        rebuild,
         rate_per_sec: cfg.api.rate_per_sec,
         rate_burst: cfg.api.rate_burst,
     };
+    anyhow::ensure!(!rebuild || api_cfg.database_url.is_some(), "--rebuild needs a database (api.database_url is none)");
+    let db = api_cfg.database_url.as_deref().map_or("none".to_string(), otedama_api::projection::redact);
     let api = otedama_api::server::Api::start(api_cfg).with_context(|| format!("starting the API on {listen}"))?;
-    println!("otedama api: http://{}/api/v1/ (exchange journal {})", api.local_addr(), exchange_journal.display());
+    println!("otedama api: http://{}/api/v1/ (exchange journal {}, database {db})", api.local_addr(), exchange_journal.display());
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -333,7 +352,13 @@ fn main() {
         Cmd::Standalone => standalone(&cfg, cli.config.as_ref(), &cli.overrides),
         Cmd::Engine { snapshot_now: false } => engine_cmd::engine(&cfg),
         Cmd::Engine { snapshot_now: true } => engine_cmd::snapshot_now(&cfg),
-        Cmd::Api => api_cmd(&cfg),
+        Cmd::Api { rebuild, database_url } => {
+            let mut cfg = cfg;
+            if let Some(u) = database_url {
+                cfg.api.database_url = u;
+            }
+            api_cmd(&cfg, rebuild)
+        }
         Cmd::Config(ConfigCmd::Show { json }) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&cfg).expect("config serialises"));

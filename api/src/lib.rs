@@ -11,5 +11,6 @@
 pub mod exchange_model;
 pub mod pool_model;
 pub mod projection;
+pub mod scratch_pg;
 pub mod server;
 pub mod share_merge;

@@ -61,6 +61,8 @@ pub struct ApiConfig {
     /// burst; beyond them: 429 with `Retry-After`.
     pub rate_per_sec: f64,
     pub rate_burst: f64,
+    /// Pin the HTTP thread to this core (benchmarks; `None`: unpinned).
+    pub core: Option<usize>,
 }
 
 /// Per-IP token buckets.
@@ -184,7 +186,11 @@ impl Api {
         };
         let db = projection.as_ref().map(Projection::status_handle);
         let state = AppState { model, tail, pool, pool_tail, limit, db };
+        let core = cfg.core;
         let server = std::thread::Builder::new().name("api-http".into()).spawn(move || {
+            if let Some(c) = core {
+                core_affinity::set_for_current(core_affinity::CoreId { id: c });
+            }
             let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener)?;
@@ -440,6 +446,7 @@ mod tests {
             pool_dir: dir.path().join("none"),
             database_url: None,
             rebuild: false,
+            core: None,
             rate_per_sec: 0.5,
             rate_burst: 3.0,
         })

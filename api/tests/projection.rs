@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use otedama_api::projection::{Projection, ProjectionConfig, ProjectionStatus, connect, sqlite_url};
+use otedama_api::scratch_pg::Pg;
 use sqlx::Row;
 
 struct Fixture {

@@ -220,6 +220,7 @@ fn api_cmd(cfg: &Config, rebuild: bool) -> Result<i32> {
         rebuild,
         rate_per_sec: cfg.api.rate_per_sec,
         rate_burst: cfg.api.rate_burst,
+        core: None,
     };
     anyhow::ensure!(!rebuild || api_cfg.database_url.is_some(), "--rebuild needs a database (api.database_url is none)");
     let db = api_cfg.database_url.as_deref().map_or("none".to_string(), otedama_api::projection::redact);

@@ -4,6 +4,7 @@
 //! run with the same core layout, and ends with one JSON line.
 
 pub mod alloc;
+pub mod api;
 pub mod baseline_book;
 pub mod chain;
 pub mod gateway;

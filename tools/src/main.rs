@@ -98,6 +98,9 @@ enum ConfigCmd {
 enum BenchCmd {
     /// Journal append, group commit and scan, against pwrite baselines.
     Journal(otedama_benches::journal::Args),
+    /// The cold path: order book GETs against a constant axum handler, and
+    /// the database projection's rows per second (SQLite, PostgreSQL).
+    Api(otedama_benches::api::Args),
     /// The exchange state machine against a BTreeMap book, throughput and open-loop latency.
     Matching(otedama_benches::matching::Args),
     /// Order entry round trips through `otedama engine` against a plain TCP echo.
@@ -370,6 +373,7 @@ fn main() {
         }
         Cmd::Journal(j) => journal_cmd::run(j, &cfg.journal, &cfg.engine),
         Cmd::Bench { which: BenchCmd::Journal(args) } => otedama_benches::journal::run(&args).map(|_| 0),
+        Cmd::Bench { which: BenchCmd::Api(args) } => otedama_benches::api::run(&args).map(|_| 0),
         Cmd::Bench { which: BenchCmd::Matching(args) } => otedama_benches::matching::run(&args).map(|_| 0),
         Cmd::Bench { which: BenchCmd::Gateway(args) } => otedama_benches::gateway::run(&args).map(|_| 0),
         Cmd::Bench { which: BenchCmd::Hashers(args) } => otedama_benches::hashers::run(&args).map(|_| 0),

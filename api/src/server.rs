@@ -560,8 +560,34 @@ async fn orderbook(
     let m = s.model.read().expect("model lock");
     let Some(i) = m.instrument_by_symbol(&symbol) else { return unknown_symbol(&symbol) };
     let (bids, asks) = m.l2(i.id, depth);
-    let side = |v: Vec<crate::exchange_model::Level>| v.into_iter().map(|l| json!([l.price, l.qty, l.orders])).collect::<Vec<_>>();
-    Json(json!({"symbol": symbol, "seq": m.last_seq(), "bids": side(bids), "asks": side(asks)})).into_response()
+    let seq = m.last_seq();
+    drop(m);
+    // The most requested answer, written straight into its buffer: building
+    // a serde_json::Value per level first cost about half the handler's
+    // time (measured with `otedama bench api`).
+    let mut out = String::with_capacity(64 + 24 * (bids.len() + asks.len()));
+    out.push_str("{\"symbol\":");
+    out.push_str(&serde_json::to_string(&symbol).unwrap_or_default());
+    out.push_str(",\"seq\":");
+    let mut n = itoa::Buffer::new();
+    out.push_str(n.format(seq));
+    for (name, side) in [(",\"bids\":[", &bids), ("],\"asks\":[", &asks)] {
+        out.push_str(name);
+        for (k, l) in side.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            out.push('[');
+            out.push_str(n.format(l.price));
+            out.push(',');
+            out.push_str(n.format(l.qty));
+            out.push(',');
+            out.push_str(n.format(l.orders));
+            out.push(']');
+        }
+    }
+    out.push_str("]}");
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 
 async fn ticker(State(s): State<AppState>, Path(symbol): Path<String>) -> Response {

@@ -119,4 +119,3 @@ pub fn blocks_journal(pool: &Path, heights: std::ops::Range<u32>) {
     }
     j.close().unwrap();
 }
-

@@ -273,6 +273,24 @@ impl Client {
         }
     }
 
+    /// Asks the engine shard for its service-time histogram (admin keys
+    /// only); `reset` starts a new window after this reading. Messages that
+    /// arrive before the answer are skipped (an admin session hears only
+    /// answers to its own messages).
+    pub fn engine_stats(&mut self, reset: bool) -> Result<wire::EngineStats, ClientError> {
+        let cs = self.take_client_seq();
+        self.send(|b| wire::EngineStatsRequest { client_seq: cs, flags: reset as u32, reserved: 0 }.push(b))?;
+        loop {
+            match self.next_app()? {
+                ServerMsg::EngineStats(m) if m.client_seq == cs => return Ok(m),
+                ServerMsg::Rejected(r) if r.client_seq == cs => {
+                    return Err(ClientError::Io(io::Error::other(format!("engine stats refused: reason {}", r.reason))));
+                }
+                _ => {}
+            }
+        }
+    }
+
     pub fn peer(&self) -> io::Result<SocketAddr> {
         self.stream.peer_addr()
     }

@@ -220,6 +220,10 @@ messages! { inbound_len:
     }
     0x0206 SetInstrumentStatus / SetInstrumentStatusView { client_seq: u64, instrument: u16, status: u8, reserved: u8 }
     0x0207 SetFees / SetFeesView { client_seq: u64, instrument: u16, reserved: u16, maker_bps: i32, taker_bps: i32 }
+    /// Admin only: the engine shard's service-time histogram, answered by
+    /// EngineStats (not a command: nothing is journaled). `flags` bit 0:
+    /// start a new window after reading.
+    0x0208 EngineStatsRequest / EngineStatsRequestView { client_seq: u64, flags: u32, reserved: u32 }
 }
 
 // Server to client. Every message starts with `seq` (0: unsequenced) and
@@ -255,6 +259,14 @@ messages! { outbound_len:
     }
     /// An admin command (account, deposit, instrument...) took effect.
     0x8107 Done / DoneView { seq: u64, ts: u64, client_seq: u64 }
+    /// The engine shard's service time per command (taken off its ring →
+    /// journaled, applied, its events handed to the I/O shards), over the
+    /// window since `since_ns`: `count` commands, percentiles in ns.
+    /// `commands`: every command since the engine started. Unsequenced.
+    0x8108 EngineStats / EngineStatsView {
+        seq: u64, ts: u64, client_seq: u64, commands: u64, count: u64, since_ns: u64,
+        p50_ns: u64, p90_ns: u64, p99_ns: u64, p999_ns: u64, max_ns: u64,
+    }
 }
 
 /// Gateway reject codes (the engine's own codes are below 1000).
@@ -374,6 +386,7 @@ pub const INBOUND_TYPES: &[u16] = &[
     AddInstrument::TYPE,
     SetInstrumentStatus::TYPE,
     SetFees::TYPE,
+    EngineStatsRequest::TYPE,
 ];
 
 /// Every outbound type code.
@@ -390,6 +403,7 @@ pub const OUTBOUND_TYPES: &[u16] = &[
     Amended::TYPE,
     Executed::TYPE,
     Done::TYPE,
+    EngineStats::TYPE,
 ];
 
 /// Body size of an inbound type (for documentation tests and clients).
@@ -418,6 +432,7 @@ pub enum ServerMsg {
     Amended(Amended),
     Executed(Executed),
     Done(Done),
+    EngineStats(EngineStats),
 }
 
 impl ServerMsg {
@@ -436,6 +451,7 @@ impl ServerMsg {
             Amended::TYPE => ServerMsg::Amended(AmendedView::parse(b)?.to_owned()),
             Executed::TYPE => ServerMsg::Executed(ExecutedView::parse(b)?.to_owned()),
             Done::TYPE => ServerMsg::Done(DoneView::parse(b)?.to_owned()),
+            EngineStats::TYPE => ServerMsg::EngineStats(EngineStatsView::parse(b)?.to_owned()),
             _ => return None,
         })
     }
@@ -455,6 +471,7 @@ impl ServerMsg {
             ServerMsg::Amended(m) => m.seq,
             ServerMsg::Executed(m) => m.seq,
             ServerMsg::Done(m) => m.seq,
+            ServerMsg::EngineStats(m) => m.seq,
         }
     }
 }

@@ -154,6 +154,21 @@ fn every_message_type_end_to_end() {
     a.send(|b| wire::NewOrder { account: 3, ..order(cs, 1, 200, 1, 0) }.push(b)).unwrap();
     let got = a.next_app().unwrap();
     assert!(matches!(got, ServerMsg::Accepted(m) if m.account == 3 && m.client_seq == cs), "{got:?}");
+    // The engine's service-time histogram: admins only, unsequenced, a
+    // window that resets on request.
+    let st = a.engine_stats(true).unwrap();
+    assert!(st.seq == 0 && st.count >= 10 && st.commands >= st.count, "{st:?}");
+    assert!(0 < st.p50_ns && st.p50_ns <= st.p99_ns && st.p99_ns <= st.max_ns, "{st:?}");
+    let again = a.engine_stats(false).unwrap();
+    assert!(again.count == 0 && again.since_ns > st.since_ns && again.commands == st.commands, "{again:?}");
+    let cs = maker.take_client_seq();
+    maker.send(|b| wire::EngineStatsRequest { client_seq: cs, flags: 0, reserved: 0 }.push(b)).unwrap();
+    let got = maker.next_app().unwrap();
+    assert!(matches!(got, ServerMsg::Rejected(r) if r.client_seq == cs && r.reason == wire::GatewayReject::NotAdmin as u16), "{got:?}");
+    let cs = a.take_client_seq();
+    a.send(|b| wire::EngineStatsRequest { client_seq: cs, flags: 2, reserved: 0 }.push(b)).unwrap();
+    let got = a.next_app().unwrap();
+    assert!(matches!(got, ServerMsg::Rejected(r) if r.reason == wire::GatewayReject::BadField as u16), "{got:?}");
     // Logout: Goodbye(Logout), then the server closes.
     maker.send(|b| wire::Logout {}.push(b)).unwrap();
     match maker.recv() {

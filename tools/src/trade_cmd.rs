@@ -97,6 +97,13 @@ pub enum TradeCmd {
         #[arg(long, default_value_t = 0)]
         account: u32,
     },
+    /// Admin: the engine shard's service-time percentiles (ns) since the
+    /// engine started or the last --reset.
+    EngineStats {
+        /// Start a new window after this reading.
+        #[arg(long)]
+        reset: bool,
+    },
     /// Print what the session receives for a while (fills as maker...).
     Listen {
         #[arg(long, default_value_t = 10)]
@@ -212,6 +219,15 @@ pub fn run(a: TradeArgs) -> Result<i32> {
             .push(b)
         })?,
         TradeCmd::Listen { seconds } => listen_for = Some(Duration::from_secs(*seconds)),
+        TradeCmd::EngineStats { reset } => {
+            let m = c.engine_stats(*reset)?;
+            println!(
+                "{}",
+                serde_json::json!({"commands": m.commands, "count": m.count, "since_ns": m.since_ns, "p50_ns": m.p50_ns,
+                    "p90_ns": m.p90_ns, "p99_ns": m.p99_ns, "p999_ns": m.p999_ns, "max_ns": m.max_ns})
+            );
+            return Ok(0);
+        }
     }
     let mut rejected = false;
     let quiet = Duration::from_millis(a.quiet_ms);

@@ -70,6 +70,10 @@ pub(crate) struct EngineShard {
     durable_ok: bool,
     scratch: Vec<u8>,
     stats: EngineStats,
+    /// Service time per command, ns, since `service_since` (ns since the
+    /// epoch); read over the admin protocol (EngineStats).
+    service: hdrhistogram::Histogram<u64>,
+    service_since: u64,
 }
 
 struct Router {
@@ -147,6 +151,8 @@ impl EngineShard {
             durable_ok,
             scratch: Vec::with_capacity(256),
             stats: EngineStats::default(),
+            service: hdrhistogram::Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("histogram bounds"),
+            service_since: now_ns(),
         };
         let open: Vec<u32> = (0..s.book.len() as u32).filter(|&i| s.book.name(i).open).collect();
         for i in open {
@@ -292,7 +298,32 @@ impl EngineShard {
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
+                let t0 = std::time::Instant::now();
                 self.submit(name, client_seq, kind)?;
+                // Preallocated buckets: recording never allocates.
+                self.service.saturating_record(t0.elapsed().as_nanos() as u64);
+            }
+            ToEngine::Stats { conn, client_seq, reset } => {
+                let h = &self.service;
+                let q = |p: f64| if h.is_empty() { 0 } else { h.value_at_quantile(p) };
+                let m = wire::EngineStats {
+                    seq: 0,
+                    ts: now_ns(),
+                    client_seq,
+                    commands: self.stats.commands,
+                    count: h.len(),
+                    since_ns: self.service_since,
+                    p50_ns: q(0.5),
+                    p90_ns: q(0.9),
+                    p99_ns: q(0.99),
+                    p999_ns: q(0.999),
+                    max_ns: h.max(),
+                };
+                self.out.push(conn, Ctl::Msg, |b| m.encode(b));
+                if reset {
+                    self.service.reset();
+                    self.service_since = now_ns();
+                }
             }
         }
         Ok(())

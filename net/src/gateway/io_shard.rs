@@ -566,6 +566,23 @@ impl IoShard {
             self.reject(slot, client_seq, GatewayReject::ReadOnly);
             return;
         }
+        if f.ty == wire::EngineStatsRequest::TYPE {
+            let Some(r) = wire::EngineStatsRequestView::parse(f.body).map(|v| v.to_owned()) else {
+                return self.reject(slot, client_seq, GatewayReject::BadField);
+            };
+            if !admin {
+                return self.reject(slot, client_seq, GatewayReject::NotAdmin);
+            }
+            if r.flags & !1 != 0 || r.reserved != 0 {
+                return self.reject(slot, client_seq, GatewayReject::BadField);
+            }
+            let conn = self.conn_ref(slot);
+            if !self.try_engine(ToEngine::Stats { conn, client_seq, reset: r.flags & 1 != 0 }) {
+                self.counters.engine_busy.fetch_add(1, Ordering::Relaxed);
+                self.reject(slot, client_seq, GatewayReject::EngineBusy);
+            }
+            return;
+        }
         match wire::decode_command(f, account, admin) {
             Ok((client_seq, kind)) => {
                 let conn = self.conn_ref(slot);

@@ -159,6 +159,8 @@ pub(crate) enum ToEngine {
     Close { conn: ConnRef, name: u32 },
     /// A validated command from a logged-in session.
     Command { conn: ConnRef, name: u32, client_seq: u64, kind: CommandKind },
+    /// An admin session asks for the service-time histogram.
+    Stats { conn: ConnRef, client_seq: u64, reset: bool },
 }
 
 /// Largest outbound frame the engine sends (Executed).

@@ -42,6 +42,7 @@ use otedama_journal::kinds;
 
 use crate::exchange_model::ExchangeModel;
 use crate::pool_model::{Block, PoolModel};
+use crate::engine_link::{EngineLink, EngineLinkConfig, EngineLinkStatus};
 use crate::projection::{Projection, ProjectionConfig, ProjectionStatus};
 use crate::share_merge::ShareMerger;
 
@@ -63,6 +64,8 @@ pub struct ApiConfig {
     pub rate_burst: f64,
     /// Pin the HTTP thread to this core (benchmarks; `None`: unpinned).
     pub core: Option<usize>,
+    /// The admin session with the engine (`None`: none).
+    pub engine: Option<EngineLinkConfig>,
 }
 
 /// Per-IP token buckets.
@@ -137,6 +140,7 @@ struct AppState {
     pool_tail: Arc<PoolTail>,
     limit: Arc<RateLimit>,
     db: Option<Arc<Mutex<ProjectionStatus>>>,
+    engine: Option<Arc<Mutex<EngineLinkStatus>>>,
 }
 
 /// A running API.
@@ -148,6 +152,7 @@ pub struct Api {
     server: Option<JoinHandle<std::io::Result<()>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     projection: Option<Projection>,
+    link: Option<EngineLink>,
 }
 
 impl Api {
@@ -185,7 +190,12 @@ impl Api {
             None => None,
         };
         let db = projection.as_ref().map(Projection::status_handle);
-        let state = AppState { model, tail, pool, pool_tail, limit, db };
+        let link = match cfg.engine.clone() {
+            Some(c) => Some(EngineLink::start(c)?),
+            None => None,
+        };
+        let engine = link.as_ref().map(EngineLink::status_handle);
+        let state = AppState { model, tail, pool, pool_tail, limit, db, engine };
         let core = cfg.core;
         let server = std::thread::Builder::new().name("api-http".into()).spawn(move || {
             if let Some(c) = core {
@@ -201,7 +211,7 @@ impl Api {
                     .await
             })
         })?;
-        Ok(Api { addr, stop, tailer: Some(tailer), pool_tailer: Some(pool_tailer), server: Some(server), shutdown: Some(tx), projection })
+        Ok(Api { addr, stop, tailer: Some(tailer), pool_tailer: Some(pool_tailer), server: Some(server), shutdown: Some(tx), projection, link })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -227,6 +237,9 @@ impl Api {
         }
         if let Some(p) = self.projection.take() {
             p.stop();
+        }
+        if let Some(l) = self.link.take() {
+            l.stop();
         }
         out
     }
@@ -447,6 +460,7 @@ mod tests {
             database_url: None,
             rebuild: false,
             core: None,
+            engine: None,
             rate_per_sec: 0.5,
             rate_burst: 3.0,
         })
@@ -523,9 +537,18 @@ async fn status(State(s): State<AppState>) -> Json<Value> {
         "lag_records": s.pool_tail.lag.load(Ordering::Relaxed),
         "error": s.pool_tail.error.lock().expect("lock").clone(),
     });
-    Json(
-        json!({"journal_seq": end, "applied_seq": applied, "lag_records": end - applied, "journal_error": err, "pool": pool, "database": database}),
-    )
+    let engine = s.engine.as_ref().map(|e| {
+        let e = e.lock().expect("lock").clone();
+        let stats = e.stats.map(|m| {
+            json!({"commands": m.commands, "count": m.count, "since_ns": m.since_ns, "p50_ns": m.p50_ns, "p90_ns": m.p90_ns,
+                   "p99_ns": m.p99_ns, "p999_ns": m.p999_ns, "max_ns": m.max_ns})
+        });
+        json!({"connected": e.connected, "error": e.error, "logins": e.logins, "service_time": stats})
+    });
+    Json(json!({
+        "journal_seq": end, "applied_seq": applied, "lag_records": end - applied, "journal_error": err,
+        "pool": pool, "database": database, "engine": engine,
+    }))
 }
 
 async fn instruments(State(s): State<AppState>) -> Json<Value> {

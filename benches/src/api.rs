@@ -337,6 +337,7 @@ pub fn run(a: &Args) -> Result<Value> {
         rate_per_sec: 1e12,
         rate_burst: 1e12,
         core: Some(a.api_core),
+        engine: None,
     })?;
     let path = format!("/api/v1/dex/orderbook/BENCH-USD?depth={}", a.depth);
     let t = Instant::now();

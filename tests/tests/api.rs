@@ -21,16 +21,21 @@ fn the_api_serves_what_the_engine_journals() {
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
     let admin = key(data, "0", true);
+    // One session per key: the API has an admin key of its own.
+    let api_admin = key(data, "0", true);
     let alice = key(data, "1", false);
     let bob = key(data, "2", false);
-    // The API first: it waits for the journal to appear.
+    // The API first: it waits for the journal to appear, and logs in to the
+    // engine as admin once the engine is up.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gateway = format!("127.0.0.1:{port}");
     let mut c = otedama();
-    c.args(["--data-dir", data, "--api-listen", "127.0.0.1:0", "api"]);
+    c.args(["--data-dir", data, "--api-listen", "127.0.0.1:0", "--api-engine-addr", &gateway, "--api-engine-key", &api_admin, "api"]);
     let mut api = Spawned::start(c);
     let line = api.wait_for_line("otedama api: http://");
     let api_addr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_owned();
     let mut c = otedama();
-    c.args(["--data-dir", data, "--gateway-listen", "127.0.0.1:0", "--pool-enabled=false", "--journal-durability", "batch", "engine"]);
+    c.args(["--data-dir", data, "--gateway-listen", &gateway, "--pool-enabled=false", "--journal-durability", "batch", "engine"]);
     let mut engine = Spawned::start(c);
     let line = engine.wait_for_line("order entry on");
     let addr = line.split("order entry on ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
@@ -76,6 +81,12 @@ fn the_api_serves_what_the_engine_journals() {
     let (_, st) = get_json(&api_addr, "/api/v1/status");
     assert!(st["applied_seq"].as_u64().unwrap() > 10, "{st}");
     assert!(st["journal_error"].is_null(), "{st}");
+    // The admin session reads the engine's service-time histogram.
+    let st = wait_json(&api_addr, "/api/v1/status", "engine link", |v| {
+        v["engine"]["connected"] == true && v["engine"]["service_time"]["count"].as_u64() >= Some(9)
+    });
+    let t = &st["engine"]["service_time"];
+    assert!(t["p50_ns"].as_u64() > Some(0) && t["p99_ns"].as_u64() >= t["p50_ns"].as_u64(), "{st}");
 
     // Bad requests: clean JSON errors, and the API keeps serving.
     let (code, e) = get_json(&api_addr, "/api/v1/dex/orderbook/NOPE");

@@ -48,11 +48,18 @@ pub struct ApiConfig {
     /// `sqlite://…`, empty for SQLite at `<data_dir>/api.db`, `none` for
     /// no database.
     pub database_url: String,
+    /// The engine's order-entry address for the API's admin session; empty:
+    /// `gateway.listen`.
+    pub engine_addr: String,
+    /// `KEYID:SECRET` of an admin key for that session; empty: the file
+    /// `<data_dir>/api-admin.key` if it exists (`standalone` creates it);
+    /// `none`: no admin session.
+    pub engine_key: String,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: "127.0.0.1:8080".into(), rate_per_sec: 100.0, rate_burst: 200.0, database_url: String::new() }
+        ApiConfig { listen: "127.0.0.1:8080".into(), rate_per_sec: 100.0, rate_burst: 200.0, database_url: String::new(), engine_addr: String::new(), engine_key: String::new() }
     }
 }
 
@@ -866,6 +873,8 @@ overrides!(ApiOverrides {
     listen: String = "api-listen", "address of the HTTP API [env: OTEDAMA_API__LISTEN]";
     rate_per_sec: f64 = "api-rate-per-sec", "requests per second per client IP [env: OTEDAMA_API__RATE_PER_SEC]";
     rate_burst: f64 = "api-rate-burst", "burst of requests per client IP [env: OTEDAMA_API__RATE_BURST]";
+    engine_addr: String = "api-engine-addr", "engine order-entry address for the API's admin session [env: OTEDAMA_API__ENGINE_ADDR]";
+    engine_key: String = "api-engine-key", "KEYID:SECRET admin key for that session, none: no session [env: OTEDAMA_API__ENGINE_KEY]";
     database_url: String = "api-database-url", "postgres://… or sqlite://…; empty: SQLite in the data directory; none: no database [env: OTEDAMA_API__DATABASE_URL]";
 });
 

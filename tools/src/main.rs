@@ -224,17 +224,75 @@ fn api_cmd(cfg: &Config, rebuild: bool) -> Result<i32> {
         rate_per_sec: cfg.api.rate_per_sec,
         rate_burst: cfg.api.rate_burst,
         core: None,
+        engine: engine_link(cfg)?,
     };
     anyhow::ensure!(!rebuild || api_cfg.database_url.is_some(), "--rebuild needs a database (api.database_url is none)");
     let db = api_cfg.database_url.as_deref().map_or("none".to_string(), otedama_api::projection::redact);
+    let link = api_cfg.engine.as_ref().map_or("none".to_string(), |e| format!("{} as key {:016x}", e.addr, e.key_id));
     let api = otedama_api::server::Api::start(api_cfg).with_context(|| format!("starting the API on {listen}"))?;
-    println!("otedama api: http://{}/api/v1/ (exchange journal {}, database {db})", api.local_addr(), exchange_journal.display());
+    println!(
+        "otedama api: http://{}/api/v1/ (exchange journal {}, database {db}, engine admin session {link})",
+        api.local_addr(),
+        exchange_journal.display()
+    );
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
     api.stop().context("stopping the API")?;
     println!("otedama api: stopped cleanly");
     Ok(0)
+}
+
+/// The file `standalone` keeps the API's admin key in.
+fn api_key_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("api-admin.key")
+}
+
+/// The API's admin session with the engine: `api.engine_key` (or the key
+/// file `standalone` writes) and `api.engine_addr` (or `gateway.listen`).
+fn engine_link(cfg: &Config) -> Result<Option<otedama_api::engine_link::EngineLinkConfig>> {
+    let key = match cfg.api.engine_key.as_str() {
+        "none" => return Ok(None),
+        "" => match std::fs::read_to_string(api_key_file(&cfg.data_dir)) {
+            Ok(k) => k.trim().to_string(),
+            Err(_) => return Ok(None),
+        },
+        k => k.to_string(),
+    };
+    let (id, secret) = key.split_once(':').context("api.engine_key is KEYID:SECRET")?;
+    let key_id = otedama_net::keys::parse_id(id).context("api.engine_key: the key id is 16 hex digits")?;
+    let secret = otedama_net::keys::parse_secret(secret).context("api.engine_key: the secret is 64 hex digits")?;
+    let addr = if cfg.api.engine_addr.is_empty() { &cfg.gateway.listen } else { &cfg.api.engine_addr };
+    let addr: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .with_context(|| format!("engine address {addr:?}"))?
+        .next()
+        .with_context(|| format!("engine address {addr:?} resolves to nothing"))?;
+    if addr.port() == 0 {
+        tracing::warn!(%addr, "the engine's address has port 0 (chosen at its start): no admin session; set api.engine_addr");
+        return Ok(None);
+    }
+    Ok(Some(otedama_api::engine_link::EngineLinkConfig { addr, key_id, secret }))
+}
+
+/// Gives the API an admin key of its own on first start (a key in the key
+/// store labelled `api`, its credentials in `<data_dir>/api-admin.key`,
+/// mode 0600).
+fn ensure_api_key(data_dir: &std::path::Path) -> Result<()> {
+    let file = api_key_file(data_dir);
+    if file.exists() {
+        return Ok(());
+    }
+    let path = otedama_net::keys::path_in(data_dir);
+    let mut store = otedama_net::keys::KeyStore::load(&path)?;
+    let k = store.add(0, true, "api")?;
+    store.save(&path)?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file).with_context(|| format!("{}", file.display()))?;
+    writeln!(f, "{:016x}:{}", k.id, hex::encode(k.secret))?;
+    f.sync_all()?;
+    println!("otedama standalone: created the API's admin key {:016x} ({})", k.id, file.display());
+    Ok(())
 }
 
 fn not_built(what: &str, issue: &str) -> Result<i32> {
@@ -286,6 +344,7 @@ fn standalone(cfg: &Config, cli_config: Option<&PathBuf>, overrides: &Overrides)
     let data_dir = cfg.data_dir.canonicalize()?;
     let exe = std::env::current_exe().context("locating the otedama binary")?;
     println!("otedama standalone: data directory {}", data_dir.display());
+    ensure_api_key(&data_dir)?;
     let mut specs = Vec::new();
     for (name, built, why) in ROLES {
         if *built {

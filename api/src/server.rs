@@ -40,9 +40,9 @@ use otedama_engine::chain::record::BlockRecord;
 use otedama_engine::stratum::record::ShareRecord;
 use otedama_journal::kinds;
 
+use crate::engine_link::{EngineLink, EngineLinkConfig, EngineLinkStatus};
 use crate::exchange_model::ExchangeModel;
 use crate::pool_model::{Block, PoolModel};
-use crate::engine_link::{EngineLink, EngineLinkConfig, EngineLinkStatus};
 use crate::projection::{Projection, ProjectionConfig, ProjectionStatus};
 use crate::share_merge::ShareMerger;
 
@@ -211,7 +211,16 @@ impl Api {
                     .await
             })
         })?;
-        Ok(Api { addr, stop, tailer: Some(tailer), pool_tailer: Some(pool_tailer), server: Some(server), shutdown: Some(tx), projection, link })
+        Ok(Api {
+            addr,
+            stop,
+            tailer: Some(tailer),
+            pool_tailer: Some(pool_tailer),
+            server: Some(server),
+            shutdown: Some(tx),
+            projection,
+            link,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -13,9 +13,12 @@
 //!   PostgreSQL database (a throwaway server unless `--postgres-url`):
 //!   rows committed per second.
 //!
-//! The engine's own service-time histogram (read over the admin protocol,
-//! with the API idle and saturated) is not built yet: its two fields are
-//! `null` in the JSON line.
+//! - **The engine beside a saturated API**: `otedama engine` (order entry
+//!   only, both shards on the engine core) takes IOC orders at a fixed
+//!   rate from a load generator on the API's core; its service-time
+//!   histogram (read over the admin protocol, EngineStats) is compared with
+//!   the API idle and with the API tailing that engine's journal and
+//!   answering order book GETs as fast as it can.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,6 +34,7 @@ use otedama_net::sequencer::Sequencer;
 use serde_json::{Value, json};
 
 use crate::harness::{self, StallMeter, histogram, median_spread, pin, print_histogram, process_cpu_ns};
+use crate::loadgen::{self, LoadSpec, Mix as OrderMix};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -65,6 +69,9 @@ pub struct Args {
     /// Commands (and shares) in the projection's journals.
     #[arg(long)]
     pub projection_records: Option<usize>,
+    /// Orders per second offered to the engine in the interference runs.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub order_rate: f64,
 }
 
 fn journal_opts() -> Options {
@@ -398,6 +405,9 @@ pub fn run(a: &Args) -> Result<Value> {
     );
     println!("  stall meter (core {}): p99 {:.0} µs, max {:.0} µs", a.engine_core, stalls.p99_us, stalls.max_us);
 
+    // The engine's service time with the API idle and saturated.
+    let (idle_p99, loaded_p99, idle_spread, loaded_spread) = interference(a, runs, seconds, &tmp.path().join("engine"))?;
+
     // Projection.
     let pdir = tmp.path().join("proj");
     projection_journals(&pdir, records)?;
@@ -451,11 +461,96 @@ pub fn run(a: &Args) -> Result<Value> {
         "projection_rows": rows,
         "projection_rows_per_sec": {"sqlite": sqlite_rate, "sqlite_spread": sqlite_spread,
             "postgres": if pg_url.is_some() { json!(pg_rate) } else { Value::Null }, "postgres_spread": pg_spread},
-        "engine_p99_ns_idle": Value::Null,
-        "engine_p99_ns_under_api_load": Value::Null,
+        "engine_p99_ns_idle": idle_p99,
+        "engine_p99_ns_idle_spread": idle_spread,
+        "engine_p99_ns_under_api_load": loaded_p99,
+        "engine_p99_ns_under_api_load_spread": loaded_spread,
+        "engine_p99_under_load_vs_idle": loaded_p99 / idle_p99,
+        "order_rate": a.order_rate,
         "stalls": {"core": a.engine_core, "p99_us": stalls.p99_us, "max_us": stalls.max_us},
         "machine": harness::machine(),
     });
     println!("{out}");
     Ok(out)
+}
+
+/// Runs IOC orders at `order_rate` against a real engine, with the API
+/// idle and then saturated, `runs` times each; the engine's service-time
+/// p99 (ns) per state, read over the admin protocol: medians and spreads.
+fn interference(a: &Args, runs: usize, seconds: f64, dir: &Path) -> Result<(f64, f64, f64, f64)> {
+    use otedama_net::keys::KeyStore;
+    std::fs::create_dir_all(dir)?;
+    let mut ks = KeyStore::default();
+    let setup_key = ks.add(0, true, "bench setup")?;
+    let stats_key = ks.add(0, true, "bench stats")?;
+    let traders: Vec<_> = (1..=(2 * runs) as u32).map(|acct| ks.add(acct, false, "bench")).collect::<Result<_, _>>()?;
+    ks.save(&otedama_net::keys::path_in(dir))?;
+    let engine = crate::gateway::EngineProc::start(dir, (a.engine_core, a.engine_core), "park", "park", "none")?;
+    crate::gateway::setup(engine.addr, (setup_key.id, setup_key.secret), traders.len() as u32)?;
+    let mut stats = otedama_net::client::Client::login(engine.addr, stats_key.id, stats_key.secret)?;
+    let api = Api::start(ApiConfig {
+        listen: "127.0.0.1:0".parse()?,
+        exchange_journal: dir.join("exchange"),
+        pool_dir: dir.join("pool"),
+        database_url: None,
+        rebuild: false,
+        rate_per_sec: 1e12,
+        rate_burst: 1e12,
+        core: Some(a.api_core),
+        engine: None,
+    })?;
+    let path = "/api/v1/dex/orderbook/BENCH-US?depth=50";
+    let (mut idle, mut loaded) = (Vec::new(), Vec::new());
+    for r in 0..runs {
+        for saturate in [false, true] {
+            let t = &traders[2 * r + saturate as usize];
+            let http = if saturate {
+                let (addr, conc, core) = (api.local_addr(), a.concurrency, a.api_core);
+                let path = path.to_string();
+                Some(std::thread::spawn(move || load(addr, &path, conc, seconds + 0.6, core)))
+            } else {
+                None
+            };
+            std::thread::sleep(Duration::from_millis(100));
+            stats.engine_stats(true)?;
+            let spec = LoadSpec {
+                addr: engine.addr,
+                keys: vec![(t.id, t.secret)],
+                raw_sessions: 0,
+                rate: a.order_rate,
+                duration: Duration::from_secs_f64(seconds),
+                warmup: Duration::from_millis(200),
+                mix: OrderMix::Ioc,
+                instrument: 1,
+                core: Some(a.api_core),
+                flags: 0,
+            };
+            let res = loadgen::run(&spec)?;
+            let st = stats.engine_stats(true)?;
+            anyhow::ensure!(res.missing == 0 && res.rejected == 0, "the engine lost or refused orders: {res:?}");
+            let gets = match http {
+                Some(h) => {
+                    let run = h.join().map_err(|_| anyhow::anyhow!("HTTP load panicked"))??;
+                    format!("API {:.0} GET/s", run.rps)
+                }
+                None => "API idle".to_string(),
+            };
+            println!(
+                "  engine run {r} ({gets}): {} commands, service time p50 {} ns, p99 {} ns, max {} ns; order rtt p99 {:.1} µs",
+                st.count,
+                st.p50_ns,
+                st.p99_ns,
+                st.max_ns,
+                res.rtt.value_at_quantile(0.99) as f64 / 1e3
+            );
+            if saturate { &mut loaded } else { &mut idle }.push(st.p99_ns as f64);
+        }
+    }
+    api.stop()?;
+    drop(stats);
+    engine.stop()?;
+    let (i, is) = median_spread(&idle);
+    let (l, ls) = median_spread(&loaded);
+    println!("  engine service time p99: {i:.0} ns idle (spread {is:.0}), {l:.0} ns under API load (spread {ls:.0}): ratio {:.3}", l / i);
+    Ok((i, l, is, ls))
 }

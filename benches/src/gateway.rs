@@ -70,21 +70,23 @@ pub struct Args {
 }
 
 /// The engine as a child process, and its CPU time.
-struct EngineProc {
+pub(crate) struct EngineProc {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl EngineProc {
-    fn start(dir: &Path, a: &Args, io_poll: &str, engine_poll: &str, durability: &str) -> Result<EngineProc> {
+    /// `otedama engine` (order entry only) on `dir`, its I/O shard on
+    /// `cores.0` and its engine shard on `cores.1`.
+    pub(crate) fn start(dir: &Path, cores: (usize, usize), io_poll: &str, engine_poll: &str, durability: &str) -> Result<EngineProc> {
         use std::io::BufRead;
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .args([
                 &format!("--data-dir={}", dir.display()),
                 "--gateway-listen=127.0.0.1:0",
-                &format!("--gateway-io-cores={}", a.io_core),
-                &format!("--gateway-engine-core={}", a.engine_core),
+                &format!("--gateway-io-cores={}", cores.0),
+                &format!("--gateway-engine-core={}", cores.1),
                 &format!("--gateway-io-poll={io_poll}"),
                 &format!("--gateway-engine-poll={engine_poll}"),
                 "--gateway-rate-per-sec=1000000000",
@@ -150,7 +152,7 @@ impl EngineProc {
         total
     }
 
-    fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         // SAFETY: kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let st = self.child.wait()?;
@@ -243,7 +245,7 @@ fn durability_part(a: &Args, runs: usize, secs: f64, io_poll: &str, engine_poll:
     let matcher = ks.add(1, false, "bench match")?;
     let durable = ks.add(2, false, "bench durable")?;
     ks.save(&otedama_net::keys::path_in(dir.path()))?;
-    let engine = EngineProc::start(dir.path(), a, io_poll, engine_poll, "batch")?;
+    let engine = EngineProc::start(dir.path(), (a.io_core, a.engine_core), io_poll, engine_poll, "batch")?;
     setup(engine.addr, (admin_key.id, admin_key.secret), 2)?;
     println!(
         "  ack-on-match vs ack-on-durable: journal policy batch (group commit) on {}, {runs} runs of {secs} s each at {} orders/s",
@@ -364,7 +366,7 @@ pub fn run(a: &Args) -> Result<Value> {
     let admin_key = ks.add(0, true, "bench admin")?;
     let traders: Vec<_> = (1..=a.sessions.max(1) as u32).map(|acct| ks.add(acct, false, "bench")).collect::<Result<_, _>>()?;
     ks.save(&otedama_net::keys::path_in(dir.path()))?;
-    let engine = EngineProc::start(dir.path(), a, io_poll, engine_poll, "none")?;
+    let engine = EngineProc::start(dir.path(), (a.io_core, a.engine_core), io_poll, engine_poll, "none")?;
     setup(engine.addr, (admin_key.id, admin_key.secret), traders.len() as u32)?;
     let (echo_addr, echo_stop) = loadgen::echo_server(Some(a.io_core), spin)?;
 

@@ -59,7 +59,14 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: "127.0.0.1:8080".into(), rate_per_sec: 100.0, rate_burst: 200.0, database_url: String::new(), engine_addr: String::new(), engine_key: String::new() }
+        ApiConfig {
+            listen: "127.0.0.1:8080".into(),
+            rate_per_sec: 100.0,
+            rate_burst: 200.0,
+            database_url: String::new(),
+            engine_addr: String::new(),
+            engine_key: String::new(),
+        }
     }
 }
 

@@ -288,7 +288,8 @@ fn ensure_api_key(data_dir: &std::path::Path) -> Result<()> {
     store.save(&path)?;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file).with_context(|| format!("{}", file.display()))?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file).with_context(|| format!("{}", file.display()))?;
     writeln!(f, "{:016x}:{}", k.id, hex::encode(k.secret))?;
     f.sync_all()?;
     println!("otedama standalone: created the API's admin key {:016x} ({})", k.id, file.display());

@@ -202,8 +202,7 @@ fn load(addr: SocketAddr, path: &str, concurrency: usize, seconds: f64, core: us
             })
         })
     })?;
-    let local = run.join().map_err(|_| anyhow::anyhow!("load generator panicked"))?;
-    local
+    run.join().map_err(|_| anyhow::anyhow!("load generator panicked"))?
 }
 
 /// The baseline: an axum handler answering `body` from memory, on a

@@ -224,6 +224,19 @@ async fn session(cfg: &ProjectionConfig, rebuild: &mut bool, status: &Mutex<Proj
     while !stop.load(Ordering::Relaxed) {
         let mut batch = Batch::default();
         p.gather(&mut batch, cfg.batch_rows)?;
+        if let Some(e) = batch.unreadable.take() {
+            // What came before the bad record is committed; then the
+            // session ends with the reason (status, log) and is retried.
+            if !batch.is_empty() {
+                let rows = batch.rows();
+                p.write(&pool, &batch).await?;
+                let mut s = status.lock().expect("status lock");
+                s.positions = p.positions();
+                s.rows += rows as u64;
+                s.batches += 1;
+            }
+            return Err(e);
+        }
         if batch.is_empty() {
             let lag = p.lag();
             status.lock().expect("status lock").lag_records = lag;
@@ -332,6 +345,8 @@ struct Batch {
     /// Any journal position moved (records that produce no rows still
     /// move positions).
     moved: bool,
+    /// Gathering stopped at a record that cannot be read: why.
+    unreadable: Option<String>,
 }
 
 impl Batch {
@@ -496,14 +511,27 @@ impl Projector {
     }
 
     /// Reads records into `b` until it holds `limit` rows or every journal
-    /// is drained.
+    /// is drained. A record that cannot be read or decoded ends the
+    /// gathering before it changed anything: `b.unreadable` says why, and
+    /// what came before it is still written. An `Err` (a record that
+    /// decoded but cannot be projected) discards the whole batch.
     fn gather(&mut self, b: &mut Batch, limit: usize) -> Result<(), String> {
         self.open_missing();
         if let Some(r) = self.exchange.as_mut() {
             while b.rows() < limit {
-                let Some(rec) = r.try_next().map_err(|e| format!("exchange journal: {e}"))? else { break };
+                let rec = match r.try_next() {
+                    Ok(Some(rec)) => rec,
+                    Ok(None) => break,
+                    Err(e) => {
+                        b.unreadable = Some(format!("exchange journal after record {}: {e}", self.exchange_seq));
+                        return Ok(());
+                    }
+                };
                 if rec.kind == kinds::EXCHANGE_EVENTS {
-                    decode_events(rec.payload, &mut self.events).map_err(|e| format!("exchange journal record {}: {e}", rec.seq))?;
+                    if let Err(e) = decode_events(rec.payload, &mut self.events) {
+                        b.unreadable = Some(format!("exchange journal record {}: {e}", rec.seq));
+                        return Ok(());
+                    }
                     exchange_events(b, &self.events, rec.seq, rec.timestamp_ns)?;
                 }
                 self.exchange_seq = rec.seq;
@@ -512,17 +540,38 @@ impl Projector {
             }
         }
         if let Some(r) = self.blocks.as_mut() {
-            while let Some(rec) = r.try_next().map_err(|e| format!("blocks journal: {e}"))? {
+            loop {
+                let rec = match r.try_next() {
+                    Ok(Some(rec)) => rec,
+                    Ok(None) => break,
+                    Err(e) => {
+                        b.unreadable = Some(format!("blocks journal after record {}: {e}", self.blocks_seq));
+                        return Ok(());
+                    }
+                };
                 if rec.kind == kinds::BLOCK_FOUND {
-                    let block = BlockRecord::decode(rec.payload).map_err(|e| format!("blocks journal record {}: {e}", rec.seq))?;
-                    b.blocks.push(BlockRow { seq: big(rec.seq, "sequence")?, rec: block });
+                    match BlockRecord::decode(rec.payload) {
+                        Ok(block) => b.blocks.push(BlockRow { seq: big(rec.seq, "sequence")?, rec: block }),
+                        Err(e) => {
+                            b.unreadable = Some(format!("blocks journal record {}: {e}", rec.seq));
+                            return Ok(());
+                        }
+                    }
                 }
                 self.blocks_seq = rec.seq;
                 b.moved = true;
             }
         }
         while b.rows() < limit {
-            let Some(s) = self.shares.next_share()? else { break };
+            // A share the merger could not read is not consumed.
+            let s = match self.shares.next_share() {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(e) => {
+                    b.unreadable = Some(e);
+                    return Ok(());
+                }
+            };
             let rec = ShareRecord::decode(&s.payload).map_err(|e| format!("shares-{} record {}: {e}", s.shard, s.seq))?;
             let ts = big(s.ts, "timestamp")?;
             let key = (interval_of(s.ts), rec.address.clone(), rec.worker.clone());

@@ -244,3 +244,101 @@ fn a_database_ahead_of_its_journal_is_refused_and_reported() {
     p.stop();
     assert_eq!(scalar(&url, "SELECT COUNT(*) FROM trades") as u64, f.counts.trades, "nothing was changed");
 }
+
+/// Flips one payload byte of record `seq` of the journal in `dir` (its
+/// checksum no longer matches).
+fn corrupt(dir: &Path, seq: u64) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = e.path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if bytes.len() < 4096 || &bytes[..8] != b"OTDMJSEG" {
+            continue;
+        }
+        let mut off = 4096;
+        while off + 32 <= bytes.len() {
+            let size = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+            if size == 0 || size == 0xFFFF_FFFF {
+                break;
+            }
+            let s = u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap());
+            if s == seq {
+                bytes[off + 32] ^= 0x5a;
+                std::fs::write(&path, &bytes).unwrap();
+                return;
+            }
+            off += size;
+        }
+    }
+    panic!("record {seq} not found in {}", dir.display());
+}
+
+#[test]
+fn a_corrupted_record_stops_the_projection_just_before_it_and_is_reported() {
+    let f = Fixture::new();
+    let bad = ends(f.dir.path())["exchange"] * 3 / 4;
+    corrupt(&f.dir.path().join("exchange"), bad);
+    let url = sqlite_url(&f.dir.path().join("a.db"));
+    let p = Projection::start(f.cfg(&url, 1_000_000, false)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = p.status();
+        if s.error.is_some() && s.positions.get("exchange") == Some(&(bad - 1)) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(s.error.as_deref().unwrap().contains("exchange journal"), "{s:?}");
+    // It keeps retrying and never passes the bad record; the shares and
+    // blocks journals, read in the same batch, are committed too.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = p.status();
+    p.stop();
+    assert_eq!(s.positions.get("exchange"), Some(&(bad - 1)), "{s:?}");
+    assert!(s.error.is_some());
+    let trades = scalar(&url, "SELECT COUNT(*) FROM trades");
+    assert!(trades > 0 && (trades as u64) < f.counts.trades, "{trades}");
+    assert_eq!(scalar(&url, "SELECT MAX(seq) FROM trades") < bad as i64, true);
+
+    // The API's own read model stops there too, says why, and serves what
+    // it has.
+    let api = otedama_api::server::Api::start(otedama_api::server::ApiConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        exchange_journal: f.dir.path().join("exchange"),
+        pool_dir: f.dir.path().join("pool"),
+        database_url: None,
+        rebuild: false,
+        rate_per_sec: 1000.0,
+        rate_burst: 1000.0,
+        core: None,
+        engine: None,
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let v: serde_json::Value = serde_json::from_str(&http_get(api.local_addr(), "/api/v1/status")).unwrap();
+        if v["journal_error"].is_string() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["applied_seq"].as_u64(), Some(bad - 1), "{status}");
+    assert!(status["lag_records"].as_u64() > Some(0), "{status}");
+    let book: serde_json::Value = serde_json::from_str(&http_get(api.local_addr(), "/api/v1/dex/orderbook/BENCH%2FUSD")).unwrap();
+    assert_eq!(book["seq"].as_u64(), Some(bad - 1), "{book}");
+    // The pool's journals are fine: its routes are whole.
+    let stats: serde_json::Value = serde_json::from_str(&http_get(api.local_addr(), "/api/v1/mining/stats")).unwrap();
+    assert_eq!((stats["shares"].as_u64(), stats["blocks"].as_u64()), (Some(900), Some(5)), "{stats}");
+    api.stop().unwrap();
+}
+
+/// The body of a GET (HTTP/1.1, connection closed after it).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}

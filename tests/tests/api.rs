@@ -103,6 +103,26 @@ fn the_api_serves_what_the_engine_journals() {
     assert_eq!((code, doc["openapi"].as_str()), (200, Some("3.1.0")));
     assert!(doc["paths"]["/api/v1/dex/orderbook/{symbol}"].is_object());
 
+    // The engine restarts: the API keeps serving meanwhile, follows the
+    // journal on, and its admin session logs in again.
+    engine.signal(libc::SIGTERM);
+    assert!(engine.finish().0.success());
+    let (code, _) = get_json(&api_addr, "/api/v1/dex/orderbook/LTC-USD");
+    assert_eq!(code, 200);
+    let mut c = otedama();
+    c.args(["--data-dir", data, "--gateway-listen", &gateway, "--pool-enabled=false", "--journal-durability", "batch", "engine"]);
+    let mut engine = Spawned::start(c);
+    engine.wait_for_line("order entry on");
+    trade(&addr, &bob, &["sell", "1", "2", "--price", "99", "--tif", "ioc"]);
+    let t = wait_json(&api_addr, "/api/v1/dex/trades/LTC-USD", "a trade after the restart", |v| v.as_array().map(Vec::len) == Some(2));
+    assert_eq!((t[0]["price"].as_i64(), t[0]["qty"].as_u64()), (Some(100), Some(2)), "{t}");
+    // Paginated: the page after the newest trade holds the older one.
+    let (_, older) = get_json(&api_addr, &format!("/api/v1/dex/trades/LTC-USD?limit=1&before={}", t[0]["match_id"]));
+    assert_eq!(older.as_array().map(|v| v[0]["match_id"].clone()), Some(t[1]["match_id"].clone()), "{older}");
+    wait_json(&api_addr, "/api/v1/status", "a second admin login", |v| {
+        v["engine"]["logins"].as_u64() >= Some(2) && v["engine"]["connected"] == true
+    });
+
     engine.signal(libc::SIGTERM);
     assert!(engine.finish().0.success());
     api.signal(libc::SIGTERM);

@@ -86,6 +86,8 @@ struct Book {
     /// price → (qty, orders)
     bids: BTreeMap<i64, (u64, u32)>,
     asks: BTreeMap<i64, (u64, u32)>,
+    /// Journal sequence of the last record that changed this book.
+    changed_seq: u64,
 }
 
 impl Book {
@@ -252,7 +254,9 @@ impl ExchangeModel {
     }
 
     fn level_change(&mut self, r: &Resting, qty: u64, removed: bool) {
-        let book = self.books.entry(r.instrument).or_default().side(r.side);
+        let b = self.books.entry(r.instrument).or_default();
+        b.changed_seq = self.last_seq;
+        let book = b.side(r.side);
         if let Some(l) = book.get_mut(&r.price) {
             l.0 -= qty;
             if removed {
@@ -271,7 +275,9 @@ impl ExchangeModel {
             }
             Event::BookAdd { order, instrument, side, price, qty } => {
                 let r = Resting { instrument: instrument.0, side, price, qty };
-                let l = self.books.entry(r.instrument).or_default().side(side).entry(price).or_default();
+                let b = self.books.entry(r.instrument).or_default();
+                b.changed_seq = self.last_seq;
+                let l = b.side(side).entry(price).or_default();
                 l.0 += qty;
                 l.1 += 1;
                 self.resting.insert(order.0, r);
@@ -325,6 +331,13 @@ impl ExchangeModel {
         let Some(b) = self.books.get(&instrument) else { return (Vec::new(), Vec::new()) };
         let level = |(&price, &(qty, orders)): (&i64, &(u64, u32))| Level { price, qty, orders };
         (b.bids.iter().rev().take(depth).map(level).collect(), b.asks.iter().take(depth).map(level).collect())
+    }
+
+    /// The journal sequence of the last record that changed the
+    /// instrument's book (0: never): an L2 answer built at that version
+    /// stays exact until it changes.
+    pub fn book_seq(&self, instrument: u16) -> u64 {
+        self.books.get(&instrument).map_or(0, |b| b.changed_seq)
     }
 
     /// Resting orders the model tracks (all instruments).

@@ -62,7 +62,8 @@ pub struct ApiConfig {
     /// burst; beyond them: 429 with `Retry-After`.
     pub rate_per_sec: f64,
     pub rate_burst: f64,
-    /// Pin the HTTP thread to this core (benchmarks; `None`: unpinned).
+    /// Pin the HTTP thread and the tailers to this core (benchmarks;
+    /// `None`: unpinned).
     pub core: Option<usize>,
     /// The admin session with the engine (`None`: none).
     pub engine: Option<EngineLinkConfig>,
@@ -141,7 +142,13 @@ struct AppState {
     limit: Arc<RateLimit>,
     db: Option<Arc<Mutex<ProjectionStatus>>>,
     engine: Option<Arc<Mutex<EngineLinkStatus>>>,
+    /// (instrument, depth) → (book version, answer).
+    books: Arc<Mutex<HashMap<(u16, usize), (u64, axum::body::Bytes)>>>,
 }
+
+/// Answers cached at most (emptied when full: depths are 1..=1000 per
+/// instrument, so a flood of odd depths cannot grow it).
+const BOOK_CACHE_MAX: usize = 4096;
 
 /// A running API.
 pub struct Api {
@@ -162,13 +169,21 @@ impl Api {
         let stop = Arc::new(AtomicBool::new(false));
         let tailer = {
             let (model, tail, stop, dir) = (model.clone(), tail.clone(), stop.clone(), cfg.exchange_journal.clone());
-            std::thread::Builder::new().name("journal-tailer".into()).spawn(move || run_tailer(dir, model, tail, stop))?
+            let core = cfg.core;
+            std::thread::Builder::new().name("journal-tailer".into()).spawn(move || {
+                pin_to(core);
+                run_tailer(dir, model, tail, stop)
+            })?
         };
         let pool = Arc::new(RwLock::new(PoolModel::new()));
         let pool_tail = Arc::new(PoolTail::default());
         let pool_tailer = {
             let (pool, tail, stop, dir) = (pool.clone(), pool_tail.clone(), stop.clone(), cfg.pool_dir.clone());
-            std::thread::Builder::new().name("pool-tailer".into()).spawn(move || run_pool_tailer(dir, pool, tail, stop))?
+            let core = cfg.core;
+            std::thread::Builder::new().name("pool-tailer".into()).spawn(move || {
+                pin_to(core);
+                run_pool_tailer(dir, pool, tail, stop)
+            })?
         };
         let std_listener = std::net::TcpListener::bind(cfg.listen)?;
         std_listener.set_nonblocking(true)?;
@@ -195,12 +210,10 @@ impl Api {
             None => None,
         };
         let engine = link.as_ref().map(EngineLink::status_handle);
-        let state = AppState { model, tail, pool, pool_tail, limit, db, engine };
+        let state = AppState { model, tail, pool, pool_tail, limit, db, engine, books: Arc::default() };
         let core = cfg.core;
         let server = std::thread::Builder::new().name("api-http".into()).spawn(move || {
-            if let Some(c) = core {
-                core_affinity::set_for_current(core_affinity::CoreId { id: c });
-            }
+            pin_to(core);
             let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener)?;
@@ -257,6 +270,13 @@ impl Api {
 impl Drop for Api {
     fn drop(&mut self) {
         let _ = self.halt();
+    }
+}
+
+/// Pins the calling thread when a core is configured.
+fn pin_to(core: Option<usize>) {
+    if let Some(c) = core {
+        core_affinity::set_for_current(core_affinity::CoreId { id: c });
     }
 }
 
@@ -429,7 +449,7 @@ pub fn openapi() -> Value {
             "/api/v1/status": {"get": {"summary": "journal position applied, the journal's end, lag", "responses": {"200": ok("status")}}},
             "/api/v1/openapi.json": {"get": {"summary": "this document", "responses": {"200": ok("OpenAPI document")}}},
             "/api/v1/dex/instruments": {"get": {"summary": "every instrument", "responses": {"200": ok("instruments")}}},
-            "/api/v1/dex/orderbook/{symbol}": {"get": {"summary": "L2 book: [price, quantity, orders] per level, best first",
+            "/api/v1/dex/orderbook/{symbol}": {"get": {"summary": "L2 book: [price, quantity, orders] per level, best first; seq: the journal record of the book's last change",
                 "parameters": [symbol, count("depth", 50, "levels per side")], "responses": {"200": ok("book"), "400": err, "404": err}}},
             "/api/v1/dex/ticker/{symbol}": {"get": {"summary": "24-hour ticker", "parameters": [symbol], "responses": {"200": ok("ticker"), "404": err}}},
             "/api/v1/dex/trades/{symbol}": {"get": {"summary": "trades newest first; for the next page pass the last match_id as before",
@@ -591,12 +611,19 @@ async fn orderbook(
     };
     let m = s.model.read().expect("model lock");
     let Some(i) = m.instrument_by_symbol(&symbol) else { return unknown_symbol(&symbol) };
-    let (bids, asks) = m.l2(i.id, depth);
-    let seq = m.last_seq();
+    let (id, seq) = (i.id, m.book_seq(i.id));
+    // Many GETs see the same version of a book: its answer is built once
+    // per (book version, depth) and shared.
+    if let Some((at, body)) = s.books.lock().expect("cache lock").get(&(id, depth))
+        && *at == seq
+    {
+        return ([(axum::http::header::CONTENT_TYPE, "application/json")], body.clone()).into_response();
+    }
+    let (bids, asks) = m.l2(id, depth);
     drop(m);
-    // The most requested answer, written straight into its buffer: building
-    // a serde_json::Value per level first cost about half the handler's
-    // time (measured with `otedama bench api`).
+    // Written straight into its buffer: building a serde_json::Value per
+    // level first cost about half the handler's time (measured with
+    // `otedama bench api`).
     let mut out = String::with_capacity(64 + 24 * (bids.len() + asks.len()));
     out.push_str("{\"symbol\":");
     out.push_str(&serde_json::to_string(&symbol).unwrap_or_default());
@@ -619,7 +646,14 @@ async fn orderbook(
         }
     }
     out.push_str("]}");
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], out).into_response()
+    let body = axum::body::Bytes::from(out);
+    let mut cache = s.books.lock().expect("cache lock");
+    if cache.len() >= BOOK_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert((id, depth), (seq, body.clone()));
+    drop(cache);
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn ticker(State(s): State<AppState>, Path(symbol): Path<String>) -> Response {

@@ -3,8 +3,10 @@
 //! - **Order book GETs**: `GET /api/v1/dex/orderbook/BENCH-USD?depth=50`
 //!   of a book with 1,000 levels a side, from `concurrency` keep-alive
 //!   connections each sending its next request when the answer arrives
-//!   (a fixed concurrency), for `seconds`. The API's HTTP thread and the
-//!   load generator share one core; the other core is left to the engine.
+//!   (a fixed concurrency), for `seconds`, while a writer on the other
+//!   core changes the book `--book-updates-per-sec` times a second (the
+//!   API tails those changes as it serves). The API's HTTP thread and the
+//!   load generator share one core.
 //!   Baseline, same run, same layout: an axum handler on the same runtime
 //!   and core answering the same bytes from memory (the book's answer
 //!   captured once), so the ratio is what building the answer costs.
@@ -69,6 +71,10 @@ pub struct Args {
     /// Commands (and shares) in the projection's journals.
     #[arg(long)]
     pub projection_records: Option<usize>,
+    /// Changes per second made to the book while it is being read (an
+    /// order added at a random level, then canceled), on the engine core.
+    #[arg(long, default_value_t = 1000.0)]
+    pub book_updates_per_sec: f64,
     /// Orders per second offered to the engine in the interference runs.
     #[arg(long, default_value_t = 20_000.0)]
     pub order_rate: f64,
@@ -78,8 +84,9 @@ fn journal_opts() -> Options {
     Options { durability: Durability::None, segment_bytes: 64 << 20, ..Options::default() }
 }
 
-/// An exchange journal whose book has `levels` one-order levels a side.
-fn book_journal(dir: &Path, levels: i64) -> Result<u64> {
+/// An exchange journal whose book has `levels` one-order levels a side;
+/// the sequencer stays open for the book's updates.
+fn book_journal(dir: &Path, levels: i64) -> Result<(u64, Sequencer, i64)> {
     let w = Workload::new(Mix::ExchangeCore, 1);
     let mut setup = w.setup();
     let CommandKind::AddInstrument { spec } = &mut setup[0].kind else { bail!("the workload's setup starts with its instrument") };
@@ -105,11 +112,61 @@ fn book_journal(dir: &Path, levels: i64) -> Result<u64> {
             sq.submit(&c)?;
         }
     }
-    let (_, mut j) = sq.into_parts();
-    j.sync()?;
-    let end = j.published_seq();
-    j.close()?;
-    Ok(end)
+    sq.journal().sync()?;
+    let end = sq.journal().published_seq();
+    Ok((end, sq, mid))
+}
+
+/// Changes the book `per_sec` times a second (a one-lot order added at a
+/// random level, then canceled: two changes) on `core` until `stop`;
+/// returns the changes made.
+fn update_book(
+    mut sq: Sequencer,
+    mid: i64,
+    levels: i64,
+    per_sec: f64,
+    core: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Result<(u64, f64)>> {
+    std::thread::spawn(move || {
+        pin(core);
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut added: Option<otedama_engine::OrderId> = None;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let due = t0 + Duration::from_secs_f64(n as f64 / per_sec);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+                continue;
+            }
+            let kind = match added.take() {
+                Some(order) => CommandKind::Cancel { account: AccountId(0), order, qty: 0 },
+                None => {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let l = 1 + (x % levels as u64) as i64;
+                    CommandKind::NewOrder {
+                        account: AccountId(0),
+                        instrument: InstrumentId(0),
+                        side: Side::Buy,
+                        qty: 1,
+                        order: OrderType::Limit { price: mid - l, tif: TimeInForce::Gtc },
+                    }
+                }
+            };
+            let (_, events) = sq.submit(&Command { ts: 2, kind })?;
+            if let Some(otedama_engine::Event::Accepted { order, .. }) = events.first() {
+                added = Some(*order);
+            }
+            n += 1;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        sq.into_parts().1.close()?;
+        Ok((n, n as f64 / secs))
+    })
 }
 
 /// One keep-alive HTTP/1.1 exchange: sends `req`, reads one whole answer
@@ -333,7 +390,7 @@ pub fn run(a: &Args) -> Result<Value> {
         a.api_core,
         a.engine_core
     );
-    let end = book_journal(&tmp.path().join("book/exchange"), a.levels)?;
+    let (end, book_sq, mid) = book_journal(&tmp.path().join("book/exchange"), a.levels)?;
     let api = Api::start(ApiConfig {
         listen: "127.0.0.1:0".parse()?,
         exchange_journal: tmp.path().join("book/exchange"),
@@ -358,11 +415,14 @@ pub fn run(a: &Args) -> Result<Value> {
         std::thread::sleep(Duration::from_millis(20));
     };
     println!("  answer: {} bytes", body.len());
+    anyhow::ensure!(a.book_updates_per_sec > 0.0, "--book-updates-per-sec must be above 0");
     let baseline = constant_server(bytes_body::Body(body.clone().into()), a.api_core)?;
     let (status, same) = get_once(baseline, &path)?;
     anyhow::ensure!(status == 200 && same == body, "the baseline answers other bytes");
 
     let stalls = StallMeter::start(Some(a.engine_core), Duration::from_millis(1));
+    let stop_updates = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let updater = update_book(book_sq, mid, a.levels, a.book_updates_per_sec, a.engine_core, stop_updates.clone());
     let (mut api_runs, mut base_runs) = (Vec::new(), Vec::new());
     for r in 0..runs {
         // Alternate which goes first, so drift hits both alike.
@@ -382,6 +442,9 @@ pub fn run(a: &Args) -> Result<Value> {
             if is_api { api_runs.push(run) } else { base_runs.push(run) }
         }
     }
+    stop_updates.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (updates, update_rate) = updater.join().map_err(|_| anyhow::anyhow!("book updater panicked"))??;
+    println!("  book changes during the GET runs: {updates} ({update_rate:.0}/s, on core {})", a.engine_core);
     let stalls = stalls.stop();
     if let Some(last) = api_runs.last() {
         print_histogram("api GET orderbook (last run)", &last.hist, 1e6, "ms");
@@ -445,6 +508,7 @@ pub fn run(a: &Args) -> Result<Value> {
         "levels": a.levels,
         "depth": a.depth,
         "answer_bytes": body.len(),
+        "book_updates_per_sec": update_rate,
         "orderbook_get_rps": api_rps,
         "orderbook_get_rps_spread": api_rps_spread,
         "orderbook_get_p50_ms": api_p50,

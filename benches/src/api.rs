@@ -550,7 +550,9 @@ fn interference(a: &Args, runs: usize, seconds: f64, dir: &Path) -> Result<(f64,
     ks.save(&otedama_net::keys::path_in(dir))?;
     let engine = crate::gateway::EngineProc::start(dir, (a.engine_core, a.engine_core), "park", "park", "none")?;
     crate::gateway::setup(engine.addr, (setup_key.id, setup_key.secret), traders.len() as u32)?;
-    let mut stats = otedama_net::client::Client::login(engine.addr, stats_key.id, stats_key.secret)?;
+    // Quiet between readings for a whole run: promise traffic every 60 s.
+    let quiet = otedama_net::client::LoginOptions { next_seq: 0, flags: 0, heartbeat_ms: 60_000 };
+    let mut stats = otedama_net::client::Client::login_with(engine.addr, stats_key.id, stats_key.secret, quiet)?;
     let api = Api::start(ApiConfig {
         listen: "127.0.0.1:0".parse()?,
         exchange_journal: dir.join("exchange"),

@@ -142,9 +142,11 @@ struct AppState {
     limit: Arc<RateLimit>,
     db: Option<Arc<Mutex<ProjectionStatus>>>,
     engine: Option<Arc<Mutex<EngineLinkStatus>>>,
-    /// (instrument, depth) → (book version, answer).
-    books: Arc<Mutex<HashMap<(u16, usize), (u64, axum::body::Bytes)>>>,
+    books: Arc<Mutex<BookCache>>,
 }
+
+/// (instrument, depth) → (book version, answer).
+type BookCache = HashMap<(u16, usize), (u64, axum::body::Bytes)>;
 
 /// Answers cached at most (emptied when full: depths are 1..=1000 per
 /// instrument, so a flood of odd depths cannot grow it).

@@ -298,7 +298,7 @@ fn a_corrupted_record_stops_the_projection_just_before_it_and_is_reported() {
     assert!(s.error.is_some());
     let trades = scalar(&url, "SELECT COUNT(*) FROM trades");
     assert!(trades > 0 && (trades as u64) < f.counts.trades, "{trades}");
-    assert_eq!(scalar(&url, "SELECT MAX(seq) FROM trades") < bad as i64, true);
+    assert!(scalar(&url, "SELECT MAX(seq) FROM trades") < bad as i64);
 
     // The API's own read model stops there too, says why, and serves what
     // it has.

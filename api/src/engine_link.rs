@@ -10,11 +10,12 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use otedama_net::client::Client;
 use otedama_net::wire::EngineStats;
+
+use crate::worker::{Worker, sleep_unless_stopped};
 
 /// Where the engine is and the admin key to log in with.
 #[derive(Debug, Clone)]
@@ -34,52 +35,22 @@ pub struct EngineLinkStatus {
     pub logins: u64,
 }
 
-pub struct EngineLink {
-    status: Arc<Mutex<EngineLinkStatus>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct EngineLink(Worker<EngineLinkStatus>);
 
 /// How often the histogram is read.
 const EVERY: Duration = Duration::from_secs(1);
 
 impl EngineLink {
     pub fn start(cfg: EngineLinkConfig) -> std::io::Result<EngineLink> {
-        let status = Arc::new(Mutex::new(EngineLinkStatus::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (status, stop) = (status.clone(), stop.clone());
-            std::thread::Builder::new().name("engine-link".into()).spawn(move || run(cfg, status, stop))?
-        };
-        Ok(EngineLink { status, stop, thread: Some(thread) })
+        Worker::spawn("engine-link", move |status, stop| run(cfg, status, stop)).map(EngineLink)
     }
 
     pub fn status_handle(&self) -> Arc<Mutex<EngineLinkStatus>> {
-        self.status.clone()
+        self.0.status_handle()
     }
 
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for EngineLink {
-    fn drop(&mut self) {
-        self.halt();
-    }
-}
-
-fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
-    let until = Instant::now() + d;
-    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(20));
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 

@@ -15,3 +15,4 @@ pub mod projection;
 pub mod scratch_pg;
 pub mod server;
 pub mod share_merge;
+pub mod worker;

@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use otedama_engine::chain::record::{BlockRecord, Outcome};
@@ -30,6 +29,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use crate::share_merge::ShareMerger;
+use crate::worker::{Worker, sleep_unless_stopped};
 
 /// Shares are aggregated per (address, worker) over intervals this long.
 pub const INTERVAL_S: u64 = 300;
@@ -66,50 +66,28 @@ pub struct ProjectionStatus {
 }
 
 /// The running projection.
-pub struct Projection {
-    status: Arc<Mutex<ProjectionStatus>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct Projection(Worker<ProjectionStatus>);
 
 impl Projection {
     pub fn start(cfg: ProjectionConfig) -> std::io::Result<Projection> {
-        let status = Arc::new(Mutex::new(ProjectionStatus::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (status, stop) = (status.clone(), stop.clone());
-            std::thread::Builder::new().name("db-projection".into()).spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-                rt.block_on(run(cfg, status, stop));
-            })?
-        };
-        Ok(Projection { status, stop, thread: Some(thread) })
+        Worker::spawn("db-projection", move |status, stop| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            rt.block_on(run(cfg, status, stop));
+        })
+        .map(Projection)
     }
 
     pub fn status(&self) -> ProjectionStatus {
-        self.status.lock().expect("status lock").clone()
+        self.0.status()
     }
 
     pub fn status_handle(&self) -> Arc<Mutex<ProjectionStatus>> {
-        self.status.clone()
+        self.0.status_handle()
     }
 
     /// Stops after the batch in flight (committed or not).
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Projection {
-    fn drop(&mut self) {
-        self.halt();
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 
@@ -190,10 +168,8 @@ async fn run(cfg: ProjectionConfig, status: Arc<Mutex<ProjectionStatus>>, stop: 
                     s.connected = false;
                     s.error = Some(e);
                 }
-                let until = Instant::now() + backoff;
-                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                // (Blocking is fine: this runtime serves the projection alone.)
+                sleep_unless_stopped(backoff, &stop);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }

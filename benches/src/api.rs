@@ -169,6 +169,22 @@ fn update_book(
     })
 }
 
+/// The API on the journals of data directory `data`, pinned to `core`,
+/// without a database, an engine session or a rate limit.
+fn start_api(data: &Path, core: usize) -> Result<Api> {
+    Ok(Api::start(ApiConfig {
+        listen: "127.0.0.1:0".parse()?,
+        exchange_journal: data.join("exchange"),
+        pool_dir: data.join("pool"),
+        database_url: None,
+        rebuild: false,
+        rate_per_sec: 1e12,
+        rate_burst: 1e12,
+        core: Some(core),
+        engine: None,
+    })?)
+}
+
 /// One keep-alive HTTP/1.1 exchange: sends `req`, reads one whole answer
 /// (headers, then `Content-Length` bytes). Returns the status.
 async fn round_trip(s: &mut tokio::net::TcpStream, req: &[u8], buf: &mut Vec<u8>) -> Result<u16> {
@@ -391,17 +407,7 @@ pub fn run(a: &Args) -> Result<Value> {
         a.engine_core
     );
     let (end, book_sq, mid) = book_journal(&tmp.path().join("book/exchange"), a.levels)?;
-    let api = Api::start(ApiConfig {
-        listen: "127.0.0.1:0".parse()?,
-        exchange_journal: tmp.path().join("book/exchange"),
-        pool_dir: tmp.path().join("book/pool"),
-        database_url: None,
-        rebuild: false,
-        rate_per_sec: 1e12,
-        rate_burst: 1e12,
-        core: Some(a.api_core),
-        engine: None,
-    })?;
+    let api = start_api(&tmp.path().join("book"), a.api_core)?;
     let path = format!("/api/v1/dex/orderbook/BENCH-USD?depth={}", a.depth);
     let t = Instant::now();
     let body = loop {
@@ -553,18 +559,9 @@ fn interference(a: &Args, runs: usize, seconds: f64, dir: &Path) -> Result<(f64,
     // Quiet between readings for a whole run: promise traffic every 60 s.
     let quiet = otedama_net::client::LoginOptions { next_seq: 0, flags: 0, heartbeat_ms: 60_000 };
     let mut stats = otedama_net::client::Client::login_with(engine.addr, stats_key.id, stats_key.secret, quiet)?;
-    let api = Api::start(ApiConfig {
-        listen: "127.0.0.1:0".parse()?,
-        exchange_journal: dir.join("exchange"),
-        pool_dir: dir.join("pool"),
-        database_url: None,
-        rebuild: false,
-        rate_per_sec: 1e12,
-        rate_burst: 1e12,
-        core: Some(a.api_core),
-        engine: None,
-    })?;
-    let path = "/api/v1/dex/orderbook/BENCH-US?depth=50";
+    let api = start_api(dir, a.api_core)?;
+    let path = format!("/api/v1/dex/orderbook/BENCH-US?depth={}", a.depth);
+    let path = path.as_str();
     let (mut idle, mut loaded) = (Vec::new(), Vec::new());
     for r in 0..runs {
         for saturate in [false, true] {

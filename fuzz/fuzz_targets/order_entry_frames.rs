@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use otedama_net::wire::{decode_command, split_frame, ServerMsg};
+use otedama_net::wire::{decode_command, split_frame, EngineStatsRequest, EngineStatsRequestView, ServerMsg};
 
 fuzz_target!(|data: &[u8]| {
     for inbound in [true, false] {
@@ -18,6 +18,9 @@ fuzz_target!(|data: &[u8]| {
                     if inbound {
                         for admin in [false, true] {
                             let _ = decode_command(f, 7, admin);
+                        }
+                        if f.ty == EngineStatsRequest::TYPE {
+                            assert!(EngineStatsRequestView::parse(f.body).is_some(), "split_frame checked its size");
                         }
                     } else {
                         assert!(ServerMsg::decode(f).is_some(), "split_frame only passes known sizes");

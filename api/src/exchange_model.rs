@@ -104,6 +104,8 @@ impl Book {
 #[derive(Default)]
 struct Tape {
     recent: VecDeque<Trade>,
+    /// Older trades were dropped from `recent` (they are in the database).
+    dropped: bool,
     /// Trades inside the ticker window, oldest first.
     window: VecDeque<Trade>,
     /// price → trades at that price in the window (for high and low).
@@ -117,9 +119,12 @@ struct Tape {
 pub const TAPE_MAX: usize = 100_000;
 
 impl Tape {
-    fn push(&mut self, t: Trade) {
-        if self.recent.len() == TAPE_MAX {
+    /// Keeps the newest `max` trades (0: [`TAPE_MAX`]).
+    fn push(&mut self, t: Trade, max: usize) {
+        let max = if max == 0 { TAPE_MAX } else { max };
+        if self.recent.len() >= max {
             self.recent.pop_front();
+            self.dropped = true;
         }
         self.recent.push_back(t);
         self.window.push_back(t);
@@ -167,6 +172,8 @@ pub struct ExchangeModel {
     last_seq: u64,
     last_ts: u64,
     events: Vec<Event>,
+    /// Trades kept per instrument ([`TAPE_MAX`] unless set).
+    tape_max: usize,
 }
 
 fn symbol(b: &[u8; 16]) -> String {
@@ -175,7 +182,12 @@ fn symbol(b: &[u8; 16]) -> String {
 
 impl ExchangeModel {
     pub fn new() -> ExchangeModel {
-        ExchangeModel::default()
+        ExchangeModel::with_tape(TAPE_MAX)
+    }
+
+    /// A model keeping the newest `tape_max` trades per instrument.
+    pub fn with_tape(tape_max: usize) -> ExchangeModel {
+        ExchangeModel { tape_max: tape_max.max(1), ..ExchangeModel::default() }
     }
 
     /// The last journal sequence applied.
@@ -304,7 +316,7 @@ impl ExchangeModel {
                 // names the instrument and the side that crossed.
                 if !maker && let Some(&(instrument, side)) = self.orders.get(&order.0) {
                     let t = Trade { match_id, ts, price, qty, taker_side: side as u8 };
-                    self.tapes.entry(instrument).or_default().push(t);
+                    self.tapes.entry(instrument).or_default().push(t, self.tape_max);
                 }
                 if leaves == 0 {
                     self.orders.remove(&order.0);
@@ -356,6 +368,12 @@ impl ExchangeModel {
         let Some(t) = self.tapes.get(&instrument) else { return Vec::new() };
         let end = before.map_or(t.recent.len(), |b| t.recent.partition_point(|x| x.match_id < b));
         t.recent.range(..end).rev().take(limit).copied().collect()
+    }
+
+    /// The oldest trade kept in memory, when older ones were dropped (the
+    /// database has them).
+    pub fn tape_cut(&self, instrument: u16) -> Option<u64> {
+        self.tapes.get(&instrument).filter(|t| t.dropped).and_then(|t| t.recent.front().map(|x| x.match_id))
     }
 
     /// The 24-hour ticker as of `now_ns` (evicting older trades from the

@@ -99,11 +99,23 @@ pub fn sqlite_url(path: &std::path::Path) -> String {
 /// Connects (one connection: the projection is one writer) and applies the
 /// migrations.
 pub async fn connect(url: &str) -> Result<AnyPool, String> {
+    let pool = open(url, 1).await?;
+    migrator().run(&pool).await.map_err(|e| format!("migrations: {e}"))?;
+    Ok(pool)
+}
+
+/// A pool of `n` connections to read with (the migrations are the
+/// projection's business).
+pub async fn connect_read(url: &str, n: u32) -> Result<AnyPool, String> {
+    open(url, n).await
+}
+
+async fn open(url: &str, n: u32) -> Result<AnyPool, String> {
     static DRIVERS: Once = Once::new();
     DRIVERS.call_once(install_default_drivers);
     let sqlite = url.starts_with("sqlite:");
-    let pool = AnyPoolOptions::new()
-        .max_connections(1)
+    AnyPoolOptions::new()
+        .max_connections(n)
         .acquire_timeout(Duration::from_secs(3))
         .after_connect(move |conn, _| {
             Box::pin(async move {
@@ -120,9 +132,32 @@ pub async fn connect(url: &str) -> Result<AnyPool, String> {
         })
         .connect(url)
         .await
-        .map_err(|e| format!("connect {}: {e}", redact(url)))?;
-    migrator().run(&pool).await.map_err(|e| format!("migrations: {e}"))?;
-    Ok(pool)
+        .map_err(|e| format!("connect {}: {e}", redact(url)))
+}
+
+/// Trades of `instrument` with a match id below `below`, newest first, at
+/// most `limit`: the pages older than the read model's memory.
+pub async fn trades_below(pool: &AnyPool, instrument: u16, below: u64, limit: usize) -> Result<Vec<crate::exchange_model::Trade>, String> {
+    let rows = sqlx::query(
+        "SELECT match_id, ts, price, qty, taker_side FROM trades WHERE instrument = $1 AND match_id < $2 ORDER BY match_id DESC LIMIT $3",
+    )
+    .bind(instrument as i64)
+    .bind(below.min(i64::MAX as u64) as i64)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|r| {
+            Ok(crate::exchange_model::Trade {
+                match_id: r.try_get::<i64, _>(0).map_err(db)? as u64,
+                ts: r.try_get::<i64, _>(1).map_err(db)? as u64,
+                price: r.try_get(2).map_err(db)?,
+                qty: r.try_get::<i64, _>(3).map_err(db)? as u64,
+                taker_side: r.try_get::<i64, _>(4).map_err(db)? as u8,
+            })
+        })
+        .collect()
 }
 
 /// The URL without its password, for messages.

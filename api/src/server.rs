@@ -67,6 +67,9 @@ pub struct ApiConfig {
     pub core: Option<usize>,
     /// The admin session with the engine (`None`: none).
     pub engine: Option<EngineLinkConfig>,
+    /// Trades kept in memory per instrument (0: [`crate::exchange_model::TAPE_MAX`]);
+    /// older pages come from the database.
+    pub tape_max: usize,
 }
 
 /// Per-IP token buckets.
@@ -143,6 +146,9 @@ struct AppState {
     db: Option<Arc<Mutex<ProjectionStatus>>>,
     engine: Option<Arc<Mutex<EngineLinkStatus>>>,
     books: Arc<Mutex<BookCache>>,
+    /// The database, read for trades older than the memory holds
+    /// (connected on first use).
+    db_read: Option<Arc<(String, tokio::sync::OnceCell<sqlx::AnyPool>)>>,
 }
 
 /// (instrument, depth) → (book version, answer).
@@ -166,7 +172,7 @@ pub struct Api {
 
 impl Api {
     pub fn start(cfg: ApiConfig) -> std::io::Result<Api> {
-        let model = Arc::new(RwLock::new(ExchangeModel::new()));
+        let model = Arc::new(RwLock::new(ExchangeModel::with_tape(cfg.tape_max)));
         let tail = Arc::new(Tail::default());
         let stop = Arc::new(AtomicBool::new(false));
         let tailer = {
@@ -212,11 +218,12 @@ impl Api {
             None => None,
         };
         let engine = link.as_ref().map(EngineLink::status_handle);
-        let state = AppState { model, tail, pool, pool_tail, limit, db, engine, books: Arc::default() };
+        let db_read = cfg.database_url.clone().map(|u| Arc::new((u, tokio::sync::OnceCell::new())));
+        let state = AppState { model, tail, pool, pool_tail, limit, db, engine, books: Arc::default(), db_read };
         let core = cfg.core;
         let server = std::thread::Builder::new().name("api-http".into()).spawn(move || {
             pin_to(core);
-            let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener)?;
                 axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
@@ -455,7 +462,7 @@ pub fn openapi() -> Value {
                 "parameters": [symbol, count("depth", 50, "levels per side")], "responses": {"200": ok("book"), "400": err, "404": err}}},
             "/api/v1/dex/ticker/{symbol}": {"get": {"summary": "24-hour ticker", "parameters": [symbol], "responses": {"200": ok("ticker"), "404": err}}},
             "/api/v1/dex/trades/{symbol}": {"get": {"summary": "trades newest first; for the next page pass the last match_id as before",
-                "parameters": [symbol, count("limit", 100, "trades"), before], "responses": {"200": ok("trades"), "400": err, "404": err}}},
+                "parameters": [symbol, count("limit", 100, "trades"), before], "responses": {"200": ok("trades"), "400": err, "404": err, "503": err}}},
             "/api/v1/mining/stats": {"get": {"summary": "pool hashrate (H/s, from accepted work), miners, workers, shares, network difficulty, last blocks",
                 "responses": {"200": ok("pool statistics")}}},
             "/api/v1/mining/miner/{address}": {"get": {"summary": "one payout address: hashrate over 10 min, 1 h, 24 h, 300-s history, workers, shares",
@@ -465,7 +472,7 @@ pub fn openapi() -> Value {
                 "parameters": [count("limit", 50, "blocks"), before], "responses": {"200": ok("blocks"), "400": err}}},
         },
         "components": {"schemas": {"Error": {"type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string", "description": "stable: bad_parameter, unknown_symbol, unknown_address, not_found, rate_limited"}, "message": {"type": "string"}}}}},
+            "properties": {"code": {"type": "string", "description": "stable: bad_parameter, unknown_symbol, unknown_address, not_found, rate_limited, database_unavailable"}, "message": {"type": "string"}}}}},
     })
 }
 
@@ -492,6 +499,7 @@ mod tests {
             rebuild: false,
             core: None,
             engine: None,
+            tape_max: 0,
             rate_per_sec: 0.5,
             rate_burst: 3.0,
         })
@@ -685,10 +693,35 @@ async fn trades(
         Ok(p) => p,
         Err(m) => return error(StatusCode::BAD_REQUEST, "bad_parameter", m),
     };
-    let m = s.model.read().expect("model lock");
-    let Some(i) = m.instrument_by_symbol(&symbol) else { return unknown_symbol(&symbol) };
-    let v: Vec<Value> = m
-        .trades_before(i.id, before, limit)
+    let (id, mut page, cut) = {
+        let m = s.model.read().expect("model lock");
+        let Some(i) = m.instrument_by_symbol(&symbol) else { return unknown_symbol(&symbol) };
+        (i.id, m.trades_before(i.id, before, limit), m.tape_cut(i.id))
+    };
+    // Older than the memory holds: the rest of the page from the database.
+    if page.len() < limit
+        && let (Some(cut), Some(db)) = (cut, &s.db_read)
+    {
+        let below = page.last().map_or(before.unwrap_or(u64::MAX).min(cut), |t| t.match_id);
+        let more = async {
+            let pool = db.1.get_or_try_init(|| crate::projection::connect_read(&db.0, 2)).await?;
+            crate::projection::trades_below(pool, id, below, limit - page.len()).await
+        };
+        match more.await {
+            Ok(more) => page.extend(more),
+            Err(e) => {
+                tracing::warn!(error = %e, "older trades: the database cannot be read");
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    format!("older trades are in the database, which cannot be read now: {e}"),
+                );
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(5));
+                return r;
+            }
+        }
+    }
+    let v: Vec<Value> = page
         .into_iter()
         .map(|t| json!({"match_id": t.match_id, "ts": t.ts, "price": t.price, "qty": t.qty, "taker_side": if t.taker_side == 0 { "buy" } else { "sell" }}))
         .collect();

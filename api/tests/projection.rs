@@ -312,6 +312,7 @@ fn a_corrupted_record_stops_the_projection_just_before_it_and_is_reported() {
         rate_burst: 1000.0,
         core: None,
         engine: None,
+        tape_max: 0,
     })
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -341,4 +342,49 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+#[test]
+fn trades_older_than_the_memory_holds_are_paged_from_the_database() {
+    let f = Fixture::new();
+    let url = sqlite_url(&f.dir.path().join("a.db"));
+    project(&f, f.cfg(&url, 5_000, false));
+    let api = otedama_api::server::Api::start(otedama_api::server::ApiConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        exchange_journal: f.dir.path().join("exchange"),
+        pool_dir: f.dir.path().join("pool"),
+        database_url: Some(url.clone()),
+        rebuild: false,
+        rate_per_sec: 1e9,
+        rate_burst: 1e9,
+        core: None,
+        engine: None,
+        tape_max: 50,
+    })
+    .unwrap();
+    let end = ends(f.dir.path())["exchange"];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serde_json::from_str::<serde_json::Value>(&http_get(api.local_addr(), "/api/v1/status")).unwrap()["applied_seq"].as_u64()
+        != Some(end)
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every trade, page by page (37 at a time: pages straddle the memory's
+    // 50 and the database), newest first, none twice.
+    let mut ids = Vec::new();
+    let mut path = "/api/v1/dex/trades/BENCH%2FUSD?limit=37".to_string();
+    loop {
+        let page: serde_json::Value = serde_json::from_str(&http_get(api.local_addr(), &path)).unwrap();
+        let page = page.as_array().unwrap_or_else(|| panic!("{page}"));
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 37);
+        ids.extend(page.iter().map(|t| t["match_id"].as_u64().unwrap()));
+        path = format!("/api/v1/dex/trades/BENCH%2FUSD?limit=37&before={}", ids.last().unwrap());
+    }
+    assert_eq!(ids.len() as u64, f.counts.trades);
+    assert!(ids.windows(2).all(|w| w[0] > w[1]));
+    api.stop().unwrap();
 }

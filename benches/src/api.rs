@@ -182,6 +182,7 @@ fn start_api(data: &Path, core: usize) -> Result<Api> {
         rate_burst: 1e12,
         core: Some(core),
         engine: None,
+        tape_max: 0,
     })?)
 }
 

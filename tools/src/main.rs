@@ -225,6 +225,7 @@ fn api_cmd(cfg: &Config, rebuild: bool) -> Result<i32> {
         rate_burst: cfg.api.rate_burst,
         core: None,
         engine: engine_link(cfg)?,
+        tape_max: 0,
     };
     anyhow::ensure!(!rebuild || api_cfg.database_url.is_some(), "--rebuild needs a database (api.database_url is none)");
     let db = api_cfg.database_url.as_deref().map_or("none".to_string(), otedama_api::projection::redact);

@@ -37,7 +37,9 @@ impl<S: Default + Clone + Send + 'static> Worker<S> {
     pub fn stop(mut self) {
         self.halt();
     }
+}
 
+impl<S> Worker<S> {
     fn halt(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
@@ -48,10 +50,7 @@ impl<S: Default + Clone + Send + 'static> Worker<S> {
 
 impl<S> Drop for Worker<S> {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.halt();
     }
 }
 

@@ -207,6 +207,8 @@ fn api_cmd(cfg: &Config, rebuild: bool) -> Result<i32> {
     let listen: std::net::SocketAddr =
         cfg.api.listen.parse().with_context(|| format!("api.listen: {:?} is not an address", cfg.api.listen))?;
     let exchange_journal = engine_cmd::exchange_journal_dir(&cfg.data_dir);
+    // The database file lives there, even before the engine first runs.
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;

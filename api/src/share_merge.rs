@@ -1,5 +1,5 @@
 //! The shares of every Stratum shard, merged into one stream in the order
-//! `../shared/DESIGN.md` gives: (timestamp, shard, sequence).
+//! every reader of the shard journals uses: (timestamp, shard, sequence).
 //!
 //! Each I/O shard writes its accepted shares to a journal of its own
 //! (`<data_dir>/pool/shares-<i>`) and a heartbeat when idle, so a merger

@@ -298,10 +298,10 @@ impl EngineShard {
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
-                let t0 = std::time::Instant::now();
-                self.submit(name, client_seq, kind)?;
-                // Preallocated buckets: recording never allocates.
-                self.service.saturating_record(t0.elapsed().as_nanos() as u64);
+                let ts = self.submit(name, client_seq, kind)?;
+                // From the command's own timestamp: one more clock read per
+                // command, and preallocated buckets (recording never allocates).
+                self.service.saturating_record(now_ns().saturating_sub(ts));
             }
             ToEngine::Stats { conn, client_seq, reset } => {
                 let h = &self.service;
@@ -330,7 +330,8 @@ impl EngineShard {
     }
 
     /// Journals, applies and routes one command from session `name`.
-    fn submit(&mut self, name: u32, client_seq: u64, kind: CommandKind) -> Result<(), JournalError> {
+    /// Returns the timestamp the command was given (ns since the epoch).
+    fn submit(&mut self, name: u32, client_seq: u64, kind: CommandKind) -> Result<u64, JournalError> {
         self.book.take_client_seq(name, client_seq);
         let ts = now_ns();
         let key = self.book.name(name).binding.key_id;
@@ -341,7 +342,7 @@ impl EngineShard {
         for ev in done.events {
             self.book.route(Some(name), client_seq, cmd_seq, ev, |n, seq, cs| out.send_event(live[n as usize], seq, cs, ts, after, ev));
         }
-        Ok(())
+        Ok(ts)
     }
 
     /// A key the engine has not numbered for yet: journal its registration;

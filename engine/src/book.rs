@@ -11,31 +11,59 @@ use crate::types::{AccountId, InstrumentId, OrderId, Side};
 
 pub const NIL: u32 = u32::MAX;
 
-/// A set of level indices with fast min/max, 64-ary levels of bits.
+/// Most layers a [`LevelSet`] needs: 64^6 = 2^36 levels, above any `u32` count.
+const MAX_LAYERS: usize = 6;
+
+/// A set of level indices with O(1) min/max, 64-ary layers of bits.
+///
+/// The layers live in one flat vector (no per-layer vector to load and
+/// bounds-check) and the lowest and highest members are cached: `min` and
+/// `max` are a load, and only removing the current extreme walks the
+/// layers again (a few word scans).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct LevelSet {
-    /// `layers[0]` has one bit per level; each next layer one bit per word
-    /// of the layer below.
-    layers: Vec<Vec<u64>>,
+    /// All layers, lowest first: layer 0 has one bit per level, each next
+    /// layer one bit per word of the layer below; the top layer is one word.
+    words: Vec<u64>,
+    /// Where each layer starts in `words`.
+    start: [u32; MAX_LAYERS],
+    /// How many layers there are (1..=MAX_LAYERS).
+    depth: u32,
+    /// Lowest and highest members, `NIL` when empty.
+    lo: u32,
+    hi: u32,
 }
 
 impl LevelSet {
     pub fn new(n: usize) -> LevelSet {
-        let mut layers = Vec::new();
+        assert!(n <= u32::MAX as usize, "at most u32::MAX levels");
+        let mut start = [0u32; MAX_LAYERS];
+        let mut total = 0usize;
+        let mut depth = 0usize;
         let mut words = n.div_ceil(64).max(1);
         loop {
-            layers.push(vec![0u64; words]);
+            start[depth] = total as u32;
+            total += words;
+            depth += 1;
             if words == 1 {
                 break;
             }
             words = words.div_ceil(64);
         }
-        LevelSet { layers }
+        LevelSet { words: vec![0u64; total], start, depth: depth as u32, lo: NIL, hi: NIL }
     }
 
-    pub fn insert(&mut self, mut i: usize) {
-        for layer in &mut self.layers {
-            let w = &mut layer[i >> 6];
+    pub fn insert(&mut self, i: usize) {
+        let i32 = i as u32;
+        if self.lo == NIL {
+            (self.lo, self.hi) = (i32, i32);
+        } else {
+            self.lo = self.lo.min(i32);
+            self.hi = self.hi.max(i32);
+        }
+        let mut i = i;
+        for layer in 0..self.depth as usize {
+            let w = &mut self.words[self.start[layer] as usize + (i >> 6)];
             let was = *w;
             *w |= 1 << (i & 63);
             if was != 0 {
@@ -45,43 +73,91 @@ impl LevelSet {
         }
     }
 
-    pub fn remove(&mut self, mut i: usize) {
-        for layer in &mut self.layers {
-            let w = &mut layer[i >> 6];
-            *w &= !(1 << (i & 63));
+    pub fn remove(&mut self, i: usize) {
+        let i32 = i as u32;
+        let mut j = i;
+        for layer in 0..self.depth as usize {
+            let w = &mut self.words[self.start[layer] as usize + (j >> 6)];
+            *w &= !(1 << (j & 63));
             if *w != 0 {
-                return;
+                break;
             }
-            i >>= 6;
+            j >>= 6;
+        }
+        if self.lo == self.hi {
+            if self.lo == i32 {
+                (self.lo, self.hi) = (NIL, NIL);
+            }
+        } else if self.lo == i32 {
+            self.lo = self.scan_min();
+        } else if self.hi == i32 {
+            self.hi = self.scan_max();
         }
     }
 
     /// Lowest index present.
+    #[inline]
     pub fn min(&self) -> Option<usize> {
-        let top = self.layers.len() - 1;
-        if self.layers[top][0] == 0 {
-            return None;
-        }
-        let mut i = 0usize;
-        for layer in self.layers.iter().rev() {
-            let w = layer[i];
-            i = (i << 6) | w.trailing_zeros() as usize;
-        }
-        Some(i)
+        (self.lo != NIL).then_some(self.lo as usize)
     }
 
     /// Highest index present.
+    #[inline]
     pub fn max(&self) -> Option<usize> {
-        let top = self.layers.len() - 1;
-        if self.layers[top][0] == 0 {
-            return None;
-        }
+        (self.hi != NIL).then_some(self.hi as usize)
+    }
+
+    /// Walks the layers down to the lowest member (the set is not empty).
+    fn scan_min(&self) -> u32 {
         let mut i = 0usize;
-        for layer in self.layers.iter().rev() {
-            let w = layer[i];
+        for layer in (0..self.depth as usize).rev() {
+            let w = self.words[self.start[layer] as usize + i];
+            i = (i << 6) | w.trailing_zeros() as usize;
+        }
+        i as u32
+    }
+
+    /// Walks the layers down to the highest member (the set is not empty).
+    fn scan_max(&self) -> u32 {
+        let mut i = 0usize;
+        for layer in (0..self.depth as usize).rev() {
+            let w = self.words[self.start[layer] as usize + i];
             i = (i << 6) | (63 - w.leading_zeros() as usize);
         }
-        Some(i)
+        i as u32
+    }
+
+    /// The set has the shape `LevelSet::new(n)` gives, every upper bit
+    /// says exactly whether the word below it is non-zero, no bit lies past
+    /// `n`, and the cached extremes agree with the bits. A restored
+    /// snapshot is checked with this before it is trusted, so the walks
+    /// above cannot index out of bounds on damaged state.
+    pub fn consistent(&self, n: usize) -> bool {
+        let shape = LevelSet::new(n);
+        if (shape.start, shape.depth, shape.words.len()) != (self.start, self.depth, self.words.len()) {
+            return false;
+        }
+        let depth = self.depth as usize;
+        let layer_len = |l: usize| if l + 1 < depth { self.start[l + 1] - self.start[l] } else { 1 } as usize;
+        // Bits past the last level of layer 0.
+        let last = self.words[layer_len(0) - 1];
+        if n % 64 != 0 && last >> (n % 64) != 0 {
+            return false;
+        }
+        for l in 1..depth {
+            let (below, here) = (self.start[l - 1] as usize, self.start[l] as usize);
+            for k in 0..layer_len(l) * 64 {
+                let bit = self.words[here + k / 64] >> (k % 64) & 1 == 1;
+                let nonzero = k < layer_len(l - 1) && self.words[below + k] != 0;
+                if bit != nonzero {
+                    return false;
+                }
+            }
+        }
+        if self.words[self.start[depth - 1] as usize] == 0 {
+            return self.lo == NIL && self.hi == NIL;
+        }
+        self.lo == self.scan_min() && self.hi == self.scan_max()
     }
 }
 
@@ -229,6 +305,62 @@ mod tests {
             }
             assert_eq!(s.min(), None);
         }
+    }
+
+    #[test]
+    fn level_set_agrees_with_a_sorted_set() {
+        // Seeded random inserts and removes against BTreeSet, checking the
+        // cached extremes and the full consistency check along the way.
+        for n in [1usize, 64, 65, 4_097, 40_001] {
+            let mut s = LevelSet::new(n);
+            let mut model = std::collections::BTreeSet::new();
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ n as u64;
+            for step in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Cluster around a few points so extremes get removed often.
+                let i = ((x >> 8) as usize % 300 + (x as usize % 3) * n / 3) % n;
+                if model.contains(&i) {
+                    s.remove(i);
+                    model.remove(&i);
+                } else {
+                    s.insert(i);
+                    model.insert(i);
+                }
+                assert_eq!(s.min(), model.first().copied(), "n={n} step={step}");
+                assert_eq!(s.max(), model.last().copied(), "n={n} step={step}");
+                if step % 997 == 0 {
+                    assert!(s.consistent(n));
+                }
+            }
+            assert!(s.consistent(n));
+            assert!(!s.consistent(n + 64 * 64), "another shape is refused");
+        }
+    }
+
+    #[test]
+    fn level_set_damage_is_detected() {
+        let mut s = LevelSet::new(4_097);
+        s.insert(5);
+        s.insert(4_000);
+        assert!(s.consistent(4_097));
+        let mut d = s.clone();
+        d.hi = 4_001;
+        assert!(!d.consistent(4_097), "a wrong cached maximum");
+        let mut d = s.clone();
+        d.words[0] = 0;
+        assert!(!d.consistent(4_097), "an upper bit over an empty word");
+        let mut d = s.clone();
+        let top = d.start[d.depth as usize - 1] as usize;
+        d.words[top] |= 1 << 40;
+        assert!(!d.consistent(4_097), "a top bit past the last word below");
+        let mut d = s.clone();
+        d.words[64] |= 1 << 63;
+        assert!(!d.consistent(4_097), "a level past the band");
+        let mut d = s.clone();
+        d.start[1] = 1_000;
+        assert!(!d.consistent(4_097), "a damaged layer offset");
     }
 
     #[test]

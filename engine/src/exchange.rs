@@ -372,8 +372,9 @@ impl Exchange {
     }
 
     /// Structural checks a restored state must pass before it is trusted:
-    /// sizes agree with the limits and every resting order sits on a valid
-    /// level of a known instrument.
+    /// sizes agree with the limits, every book's level index agrees with
+    /// its levels, and every resting order sits on a valid level of a known
+    /// instrument.
     fn check_consistent(&self) -> Result<(), String> {
         let l = &self.limits;
         let ok = self.instruments.len() == l.instruments_max as usize
@@ -382,6 +383,15 @@ impl Exchange {
             && self.ledger.limits() == LedgerLimits { accounts_max: l.accounts_max, assets_max: l.assets_max };
         if !ok {
             return Err("snapshot sizes disagree with its limits".into());
+        }
+        for inst in self.instruments.iter().flatten() {
+            let s = &inst.spec;
+            let n = if s.tick > 0 && s.max_price >= s.min_price { ((s.max_price - s.min_price) / s.tick) as usize + 1 } else { 0 };
+            for ladder in [&inst.bids, &inst.asks] {
+                if n == 0 || ladder.levels.len() != n || !ladder.present.consistent(n) {
+                    return Err("an order book's levels disagree with its instrument".into());
+                }
+            }
         }
         for o in self.orders.orders.iter().filter(|o| o.live) {
             let inst = self.instrument(o.instrument).map_err(|_| "resting order on an unknown instrument".to_string())?;

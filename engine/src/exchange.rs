@@ -28,7 +28,7 @@
 //! fill an order's hold still covers `reserve(leaves)`; a reduction releases
 //! `held − reserve(leaves)`; the end of an order releases what is left.
 
-use crate::book::{Ladder, NIL, OrderStore};
+use crate::book::{Ladder, NIL, Order, OrderStore};
 use crate::ledger::{Ledger, LedgerLimits};
 use crate::types::*;
 
@@ -797,6 +797,22 @@ impl Exchange {
     /// Puts the order in `slot` on its book (after matching).
     fn rest(&mut self, slot: u32, out: &mut Vec<Event>) {
         let o = self.orders.orders[slot as usize];
+        self.link_level(slot, &o);
+        self.link_account(slot, o.account);
+        out.push(Event::BookAdd { order: o.id, instrument: o.instrument, side: o.side, price: o.price, qty: o.leaves });
+    }
+
+    /// Takes a resting order off its level and its account list.
+    fn unlink(&mut self, slot: u32) {
+        let o = self.orders.orders[slot as usize];
+        self.unlink_level(&o);
+        self.unlink_account(&o);
+    }
+
+    /// Appends the order in `slot` (`o` is a copy of it) to the tail of its
+    /// price level.
+    #[inline]
+    fn link_level(&mut self, slot: u32, o: &Order) {
         let inst = self.instruments[o.instrument.0 as usize].as_mut().expect("live instrument");
         let idx = inst.level_index(o.price);
         let ladder = inst.ladder(o.side);
@@ -804,33 +820,36 @@ impl Exchange {
         let tail = level.tail;
         if tail == NIL {
             level.head = slot;
-            ladder.present.insert(idx);
         }
-        let level = &mut ladder.levels[idx];
         level.tail = slot;
         level.qty += o.leaves;
         level.count += 1;
-        if tail != NIL {
+        if tail == NIL {
+            ladder.present.insert(idx);
+        } else {
             self.orders.orders[tail as usize].next = slot;
         }
-        let head = self.account_orders[o.account.0 as usize];
-        {
-            let e = &mut self.orders.orders[slot as usize];
-            e.prev = tail;
-            e.next = NIL;
-            e.acct_prev = NIL;
-            e.acct_next = head;
-        }
+        let e = &mut self.orders.orders[slot as usize];
+        e.prev = tail;
+        e.next = NIL;
+    }
+
+    /// Puts the order in `slot` at the head of its account's list.
+    #[inline]
+    fn link_account(&mut self, slot: u32, account: AccountId) {
+        let head = self.account_orders[account.0 as usize];
+        let e = &mut self.orders.orders[slot as usize];
+        e.acct_prev = NIL;
+        e.acct_next = head;
         if head != NIL {
             self.orders.orders[head as usize].acct_prev = slot;
         }
-        self.account_orders[o.account.0 as usize] = slot;
-        out.push(Event::BookAdd { order: o.id, instrument: o.instrument, side: o.side, price: o.price, qty: o.leaves });
+        self.account_orders[account.0 as usize] = slot;
     }
 
-    /// Takes a resting order off its level and its account list.
-    fn unlink(&mut self, slot: u32) {
-        let o = self.orders.orders[slot as usize];
+    /// Takes the order `o` (a copy of a resting order) off its price level.
+    #[inline]
+    fn unlink_level(&mut self, o: &Order) {
         let inst = self.instruments[o.instrument.0 as usize].as_mut().expect("live instrument");
         let idx = inst.level_index(o.price);
         let ladder = inst.ladder(o.side);
@@ -852,6 +871,11 @@ impl Exchange {
         if o.next != NIL {
             self.orders.orders[o.next as usize].prev = o.prev;
         }
+    }
+
+    /// Takes the order `o` (a copy of a resting order) off its account's list.
+    #[inline]
+    fn unlink_account(&mut self, o: &Order) {
         if o.acct_prev == NIL {
             self.account_orders[o.account.0 as usize] = o.acct_next;
         } else {
@@ -936,11 +960,6 @@ impl Exchange {
             Side::Buy => (inst.spec.quote, inst.buy_reserve(price, qty).ok_or(Reject::Overflow)?),
             Side::Sell => (inst.spec.base, qty.checked_mul(inst.spec.base_per_unit).ok_or(Reject::Overflow)?),
         };
-        // The old order's hold counts toward the new one.
-        let available = self.ledger.balance(account, asset)?.available;
-        if (available as u128) + (o.held as u128) < need as u128 {
-            return Err(Reject::InsufficientBalance);
-        }
         let (instrument, side) = (o.instrument, o.side);
         // Fast path when the new price does not cross: the same events,
         // balances and ids as cancel + new order (the slot comes back with
@@ -951,14 +970,17 @@ impl Exchange {
             Side::Sell => inst.best(Side::Buy).is_some_and(|i| inst.price_at(i) >= price),
         };
         if !crosses {
+            // The old order's hold counts toward the new one; one ledger
+            // step checks and moves the difference.
+            self.ledger.rehold(account, asset, o.held, need)?;
             out.push(Event::Canceled { order, account, qty: o.leaves, leaves: 0, reason: CancelReason::Replaced });
             out.push(Event::BookDelete { order });
-            self.unlink(slot);
-            let fail = "balance checked above";
-            if need > o.held {
-                self.ledger.hold(account, asset, need - o.held).expect(fail);
-            } else if o.held > need {
-                self.ledger.release(account, asset, o.held - need).expect(fail);
+            self.unlink_level(&o);
+            // A new order goes to the head of its account's list; when the
+            // old one is already there, the list stays as it is.
+            if o.acct_prev != NIL {
+                self.unlink_account(&o);
+                self.link_account(slot, account);
             }
             let new = self.orders.renew(slot);
             let seq = self.next_seq;
@@ -969,10 +991,17 @@ impl Exchange {
             e.leaves = qty;
             e.held = need;
             e.seq = seq;
+            let moved = *e;
             out.push(Event::Replaced { old: order, new, account });
             out.push(Event::Accepted { order: new, account, instrument, side, price, qty });
-            self.rest(slot, out);
+            self.link_level(slot, &moved);
+            out.push(Event::BookAdd { order: new, instrument, side, price, qty });
             return Ok(());
+        }
+        // The old order's hold counts toward the new one.
+        let available = self.ledger.balance(account, asset)?.available;
+        if (available as u128) + (o.held as u128) < need as u128 {
+            return Err(Reject::InsufficientBalance);
         }
         out.push(Event::Canceled { order, account, qty: o.leaves, leaves: 0, reason: CancelReason::Replaced });
         out.push(Event::BookDelete { order });

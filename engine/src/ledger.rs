@@ -165,6 +165,23 @@ impl Ledger {
         Ok(())
     }
 
+    /// Changes an order's hold from `from` to `to` in one step (a
+    /// cancel/replace that rests at once): `InsufficientBalance` and no
+    /// change when the available balance plus `from` does not cover `to`.
+    /// `from` must be part of the held balance.
+    pub fn rehold(&mut self, account: AccountId, asset: AssetId, from: u64, to: u64) -> Result<(), Reject> {
+        let i = self.index(account, asset)?;
+        let b = &mut self.balances[i];
+        if to >= from {
+            b.available = b.available.checked_sub(to - from).ok_or(Reject::InsufficientBalance)?;
+            b.held += to - from;
+        } else {
+            b.held = b.held.checked_sub(from - to).ok_or(Reject::InsufficientHeld)?;
+            b.available += from - to;
+        }
+        Ok(())
+    }
+
     /// Settles part of a trade: `amount` leaves `from`'s held balance and
     /// lands in `to`'s available balance (buyer's quote to seller, seller's
     /// base to buyer, fees to the fee account).

@@ -31,6 +31,7 @@
 use crate::book::{Ladder, NIL, Order, OrderStore};
 use crate::ledger::{Ledger, LedgerLimits};
 use crate::types::*;
+use std::hint::select_unpredictable;
 
 /// Bounds fixed at start-up.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy)]
@@ -805,9 +806,18 @@ impl Exchange {
     /// Takes a resting order off its level and its account list.
     fn unlink(&mut self, slot: u32) {
         let o = self.orders.orders[slot as usize];
-        self.unlink_level(&o);
-        self.unlink_account(&o);
+        self.unlink_level(slot, &o);
+        self.unlink_account(slot, &o);
     }
+
+    // The four link helpers below are written without branches on whether
+    // a neighbour exists (about one order per level in exchange-core's mix,
+    // so such a branch is a coin toss the CPU mispredicts half the time):
+    // the level's head and tail are chosen with `select_unpredictable`
+    // (a conditional move, not a branch), and a write to a
+    // missing neighbour goes to the order's own slot instead, whose links
+    // are dead at that moment (an order being unlinked is relinked or
+    // freed next; one being linked has its own links written last).
 
     /// Appends the order in `slot` (`o` is a copy of it) to the tail of its
     /// price level.
@@ -818,17 +828,12 @@ impl Exchange {
         let ladder = inst.ladder(o.side);
         let level = &mut ladder.levels[idx];
         let tail = level.tail;
-        if tail == NIL {
-            level.head = slot;
-        }
+        level.head = select_unpredictable(tail == NIL, slot, level.head);
         level.tail = slot;
         level.qty += o.leaves;
-        level.count += 1;
-        if tail == NIL {
-            ladder.present.insert(idx);
-        } else {
-            self.orders.orders[tail as usize].next = slot;
-        }
+        // Idempotent and branch-free when the level is already present.
+        ladder.present.insert(idx);
+        self.orders.orders[select_unpredictable(tail == NIL, slot, tail) as usize].next = slot;
         let e = &mut self.orders.orders[slot as usize];
         e.prev = tail;
         e.next = NIL;
@@ -838,52 +843,41 @@ impl Exchange {
     #[inline]
     fn link_account(&mut self, slot: u32, account: AccountId) {
         let head = self.account_orders[account.0 as usize];
+        self.orders.orders[select_unpredictable(head == NIL, slot, head) as usize].acct_prev = slot;
         let e = &mut self.orders.orders[slot as usize];
         e.acct_prev = NIL;
         e.acct_next = head;
-        if head != NIL {
-            self.orders.orders[head as usize].acct_prev = slot;
-        }
         self.account_orders[account.0 as usize] = slot;
     }
 
-    /// Takes the order `o` (a copy of a resting order) off its price level.
+    /// Takes the order `o` (a copy of the resting order in `slot`) off its
+    /// price level.
     #[inline]
-    fn unlink_level(&mut self, o: &Order) {
+    fn unlink_level(&mut self, slot: u32, o: &Order) {
         let inst = self.instruments[o.instrument.0 as usize].as_mut().expect("live instrument");
         let idx = inst.level_index(o.price);
         let ladder = inst.ladder(o.side);
         let level = &mut ladder.levels[idx];
-        if o.prev == NIL {
-            level.head = o.next;
-        }
-        if o.next == NIL {
-            level.tail = o.prev;
-        }
-        level.count -= 1;
+        let (prev, next) = (o.prev, o.next);
+        level.head = select_unpredictable(prev == NIL, next, level.head);
+        level.tail = select_unpredictable(next == NIL, prev, level.tail);
         level.qty -= o.leaves;
-        if level.count == 0 {
+        if level.head == NIL {
             ladder.present.remove(idx);
         }
-        if o.prev != NIL {
-            self.orders.orders[o.prev as usize].next = o.next;
-        }
-        if o.next != NIL {
-            self.orders.orders[o.next as usize].prev = o.prev;
-        }
+        self.orders.orders[select_unpredictable(prev == NIL, slot, prev) as usize].next = next;
+        self.orders.orders[select_unpredictable(next == NIL, slot, next) as usize].prev = prev;
     }
 
-    /// Takes the order `o` (a copy of a resting order) off its account's list.
+    /// Takes the order `o` (a copy of the resting order in `slot`) off its
+    /// account's list.
     #[inline]
-    fn unlink_account(&mut self, o: &Order) {
-        if o.acct_prev == NIL {
-            self.account_orders[o.account.0 as usize] = o.acct_next;
-        } else {
-            self.orders.orders[o.acct_prev as usize].acct_next = o.acct_next;
-        }
-        if o.acct_next != NIL {
-            self.orders.orders[o.acct_next as usize].acct_prev = o.acct_prev;
-        }
+    fn unlink_account(&mut self, slot: u32, o: &Order) {
+        let (prev, next) = (o.acct_prev, o.acct_next);
+        let head = &mut self.account_orders[o.account.0 as usize];
+        *head = select_unpredictable(prev == NIL, next, *head);
+        self.orders.orders[select_unpredictable(prev == NIL, slot, prev) as usize].acct_next = next;
+        self.orders.orders[select_unpredictable(next == NIL, slot, next) as usize].acct_prev = prev;
     }
 
     /// Releases what an order still holds and frees its slot.
@@ -975,11 +969,11 @@ impl Exchange {
             self.ledger.rehold(account, asset, o.held, need)?;
             out.push(Event::Canceled { order, account, qty: o.leaves, leaves: 0, reason: CancelReason::Replaced });
             out.push(Event::BookDelete { order });
-            self.unlink_level(&o);
+            self.unlink_level(slot, &o);
             // A new order goes to the head of its account's list; when the
             // old one is already there, the list stays as it is.
             if o.acct_prev != NIL {
-                self.unlink_account(&o);
+                self.unlink_account(slot, &o);
                 self.link_account(slot, account);
             }
             let new = self.orders.renew(slot);

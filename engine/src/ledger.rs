@@ -172,13 +172,15 @@ impl Ledger {
     pub fn rehold(&mut self, account: AccountId, asset: AssetId, from: u64, to: u64) -> Result<(), Reject> {
         let i = self.index(account, asset)?;
         let b = &mut self.balances[i];
-        if to >= from {
-            b.available = b.available.checked_sub(to - from).ok_or(Reject::InsufficientBalance)?;
-            b.held += to - from;
-        } else {
-            b.held = b.held.checked_sub(from - to).ok_or(Reject::InsufficientHeld)?;
-            b.available += from - to;
-        }
+        // Without a branch on which way the hold moves (a replace moves it
+        // either way at random, and a mispredicted branch costs more than
+        // the arithmetic): available + held fits in u64 (deposits keep it
+        // so), and so does every sum below.
+        let rest_held = b.held.checked_sub(from).ok_or(Reject::InsufficientHeld)?;
+        let pool = b.available + from;
+        let available = pool.checked_sub(to).ok_or(Reject::InsufficientBalance)?;
+        b.available = available;
+        b.held = rest_held + to;
         Ok(())
     }
 

@@ -55,11 +55,24 @@ impl LevelSet {
         LevelSet { words: vec![0u64; total], start, depth: depth as u32, lo: NIL, hi_end: 0 }
     }
 
+    #[inline]
     pub fn insert(&mut self, i: usize) {
         self.lo = self.lo.min(i as u32);
         self.hi_end = self.hi_end.max(i as u32 + 1);
-        let mut i = i;
-        for layer in 0..self.depth as usize {
+        // Layer 0 starts at word 0. Most inserts land in a word that already
+        // has a member (levels near the touch are dense): one word, done.
+        let w = &mut self.words[i >> 6];
+        let was = *w;
+        *w |= 1 << (i & 63);
+        if was != 0 {
+            return;
+        }
+        self.insert_upper(i >> 6);
+    }
+
+    /// Marks word `i` of layer 0 non-empty in the layers above it.
+    fn insert_upper(&mut self, mut i: usize) {
+        for layer in 1..self.depth as usize {
             let w = &mut self.words[self.start[layer] as usize + (i >> 6)];
             let was = *w;
             *w |= 1 << (i & 63);

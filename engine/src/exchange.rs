@@ -821,7 +821,7 @@ impl Exchange {
 
     /// Appends the order in `slot` (`o` is a copy of it) to the tail of its
     /// price level.
-    #[inline]
+    #[inline(always)]
     fn link_level(&mut self, slot: u32, o: &Order) {
         let inst = self.instruments[o.instrument.0 as usize].as_mut().expect("live instrument");
         let idx = inst.level_index(o.price);
@@ -840,7 +840,7 @@ impl Exchange {
     }
 
     /// Puts the order in `slot` at the head of its account's list.
-    #[inline]
+    #[inline(always)]
     fn link_account(&mut self, slot: u32, account: AccountId) {
         let head = self.account_orders[account.0 as usize];
         self.orders.orders[select_unpredictable(head == NIL, slot, head) as usize].acct_prev = slot;
@@ -852,7 +852,7 @@ impl Exchange {
 
     /// Takes the order `o` (a copy of the resting order in `slot`) off its
     /// price level.
-    #[inline]
+    #[inline(always)]
     fn unlink_level(&mut self, slot: u32, o: &Order) {
         let inst = self.instruments[o.instrument.0 as usize].as_mut().expect("live instrument");
         let idx = inst.level_index(o.price);
@@ -871,7 +871,7 @@ impl Exchange {
 
     /// Takes the order `o` (a copy of the resting order in `slot`) off its
     /// account's list.
-    #[inline]
+    #[inline(always)]
     fn unlink_account(&mut self, slot: u32, o: &Order) {
         let (prev, next) = (o.acct_prev, o.acct_next);
         let head = &mut self.account_orders[o.account.0 as usize];

@@ -55,7 +55,7 @@ impl LevelSet {
         LevelSet { words: vec![0u64; total], start, depth: depth as u32, lo: NIL, hi_end: 0 }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn insert(&mut self, i: usize) {
         self.lo = self.lo.min(i as u32);
         self.hi_end = self.hi_end.max(i as u32 + 1);

@@ -252,7 +252,7 @@ struct Instrument {
 }
 
 impl Instrument {
-    #[inline]
+    #[inline(always)]
     fn level_index(&self, price: i64) -> usize {
         let off = price - self.spec.min_price;
         // Most instruments trade on every price unit: skip the division.
@@ -284,6 +284,7 @@ impl Instrument {
         self.spec.taker_bps.max(self.spec.maker_bps).max(0) as u64
     }
     /// Quote a buy of `qty` at `price` must hold (see the module docs).
+    #[inline(always)]
     fn buy_reserve(&self, price: i64, qty: u64) -> Option<u64> {
         let n = self.notional(price, qty)?;
         let fee = ceil_bps(n, self.max_bps());

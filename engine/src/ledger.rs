@@ -169,6 +169,7 @@ impl Ledger {
     /// cancel/replace that rests at once): `InsufficientBalance` and no
     /// change when the available balance plus `from` does not cover `to`.
     /// `from` must be part of the held balance.
+    #[inline(always)]
     pub fn rehold(&mut self, account: AccountId, asset: AssetId, from: u64, to: u64) -> Result<(), Reject> {
         let i = self.index(account, asset)?;
         let b = &mut self.balances[i];

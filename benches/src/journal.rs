@@ -446,10 +446,10 @@ fn baseline_batch_run(dir: &Path, a: &Args, p: &Plan, rate: Option<u64>, clock: 
             let mut i = 0u64;
             let mut tmp = vec![0u8; rec as usize];
             while t0.elapsed() < duration {
-                if let Some(r) = rate {
-                    if !send_at_planned_time(clock, start_ns, i, r, &planned) {
-                        break;
-                    }
+                if let Some(r) = rate
+                    && !send_at_planned_time(clock, start_ns, i, r, &planned)
+                {
+                    break;
                 }
                 let hd = head.load(Ordering::Relaxed);
                 while hd + rec > durable.load(Ordering::Acquire) + max_ahead_bytes {

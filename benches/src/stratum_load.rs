@@ -205,10 +205,10 @@ async fn run_async(a: LoadArgs) -> Result<Value> {
                     if hold {
                         c.arrivals.push((job_id, now));
                     }
-                    if !hold || c.job.is_none() {
-                        if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                            c.job = MinerJob::from_notify(&v["params"]).ok();
-                        }
+                    if (!hold || c.job.is_none())
+                        && let Ok(v) = serde_json::from_str::<Value>(&line)
+                    {
+                        c.job = MinerJob::from_notify(&v["params"]).ok();
                     }
                     if !c.ready {
                         c.ready = true;
@@ -377,7 +377,7 @@ fn share_line(c: &Conn, user: &str, i: usize, id: u64, en2: u64, target: Target,
     let job = c.job.as_ref().expect("ready connections have a job");
     let en2b = &en2.to_be_bytes()[8 - c.en2_size.min(8)..];
     // Every fourth share rolls version bits (BIP 320).
-    let bits = (en2 % 4 == 0).then_some(((en2 as u32) << 13) & 0x1fffe000);
+    let bits = en2.is_multiple_of(4).then_some(((en2 as u32) << 13) & 0x1fffe000);
     let version = bits.map_or(job.version, |b| job.version | b);
     let mut h = job.header(&c.en1, en2b, job.ntime, 0, version);
     let want = kind != Kind::Low;

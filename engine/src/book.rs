@@ -149,7 +149,7 @@ impl LevelSet {
         let layer_len = |l: usize| if l + 1 < depth { self.start[l + 1] - self.start[l] } else { 1 } as usize;
         // Bits past the last level of layer 0.
         let last = self.words[layer_len(0) - 1];
-        if n % 64 != 0 && last >> (n % 64) != 0 {
+        if !n.is_multiple_of(64) && last >> (n % 64) != 0 {
             return false;
         }
         for l in 1..depth {

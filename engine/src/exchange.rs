@@ -301,7 +301,7 @@ fn lots(qty: u64, lot: u64) -> u64 {
 
 #[inline]
 fn off_lot(qty: u64, lot: u64) -> bool {
-    lot != 1 && qty % lot != 0
+    lot != 1 && !qty.is_multiple_of(lot)
 }
 
 // Fee math: u64 when the product fits (a multiply-by-reciprocal division),
@@ -478,8 +478,8 @@ impl Exchange {
             && s.min_price % s.tick == 0
             && s.min_qty > 0
             && s.max_qty >= s.min_qty
-            && s.min_qty % s.lot == 0
-            && s.max_qty % s.lot == 0
+            && s.min_qty.is_multiple_of(s.lot)
+            && s.max_qty.is_multiple_of(s.lot)
             && s.quote_per_unit > 0
             && s.base_per_unit > 0
             && Self::valid_fees(s.maker_bps, s.taker_bps);
@@ -617,12 +617,12 @@ impl Exchange {
         out.push(Event::Accepted { order: id, account, instrument, side, price, qty });
         // FOK: the whole quantity must be available at acceptable prices,
         // or nothing executes.
-        if let OrderType::Limit { tif: TimeInForce::Fok, price } = order {
-            if self.fillable(instrument, side, price, qty) < qty {
-                out.push(Event::Canceled { order: id, account, qty, leaves: 0, reason: CancelReason::Unfilled });
-                self.finish(slot);
-                return Ok(());
-            }
+        if let OrderType::Limit { tif: TimeInForce::Fok, price } = order
+            && self.fillable(instrument, side, price, qty) < qty
+        {
+            out.push(Event::Canceled { order: id, account, qty, leaves: 0, reason: CancelReason::Unfilled });
+            self.finish(slot);
+            return Ok(());
         }
         let budget = match order {
             OrderType::Market { budget, .. } => budget,

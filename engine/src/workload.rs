@@ -223,11 +223,11 @@ impl Workload {
                 }
                 Event::BookExecute { order, qty } | Event::BookReduce { order, qty } => {
                     let slot = (order.0 & 0xffff_ffff) as usize;
-                    if let Some(&p) = self.pos.get(slot) {
-                        if p != u32::MAX {
-                            let e = &mut self.live[p as usize];
-                            e.3 = e.3.saturating_sub(qty);
-                        }
+                    if let Some(&p) = self.pos.get(slot)
+                        && p != u32::MAX
+                    {
+                        let e = &mut self.live[p as usize];
+                        e.3 = e.3.saturating_sub(qty);
                     }
                 }
                 _ => {}

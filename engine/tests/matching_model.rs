@@ -121,7 +121,7 @@ impl Model {
         Ok(())
     }
     fn check_qty(s: &InstrumentSpec, q: u64) -> Result<(), Reject> {
-        if q % s.lot != 0 {
+        if !q.is_multiple_of(s.lot) {
             return Err(Reject::QtyOffLot);
         }
         if q < s.min_qty || q > s.max_qty {
@@ -263,10 +263,10 @@ impl Model {
                 .map(|(i, _)| i);
             let Some(bi) = best else { break };
             let m = self.book[bi];
-            if let Some(l) = limit {
-                if (side == Side::Buy && m.price > l) || (side == Side::Sell && m.price < l) {
-                    break;
-                }
+            if let Some(l) = limit
+                && ((side == Side::Buy && m.price > l) || (side == Side::Sell && m.price < l))
+            {
+                break;
             }
             let mut q = t.leaves.min(m.leaves);
             if budget.is_some() && side == Side::Buy {
@@ -395,7 +395,7 @@ impl Model {
             return Err(Reject::NotReduced);
         }
         let s = self.specs[&o.instrument.0];
-        if qty % s.lot != 0 {
+        if !qty.is_multiple_of(s.lot) {
             return Err(Reject::QtyOffLot);
         }
         let cut = o.leaves - qty;
@@ -459,10 +459,10 @@ impl Model {
         if !self.ledger.is_open(account) {
             return Err(Reject::UnknownAccount);
         }
-        if let Some(i) = instrument {
-            if !self.specs.contains_key(&i.0) {
-                return Err(Reject::UnknownInstrument);
-            }
+        if let Some(i) = instrument
+            && !self.specs.contains_key(&i.0)
+        {
+            return Err(Reject::UnknownInstrument);
         }
         // Most recently rested first.
         let mut mine: Vec<MOrder> = self

@@ -70,7 +70,7 @@ unsafe fn read_slot_checked<'a, const CRC: bool>(base: *const u8, seg_len: usize
         return Slot::EndOfSegment;
     }
     let total = size as usize;
-    if total < RECORD_HEADER_BYTES || total % RECORD_ALIGN != 0 || total > seg_len - offset {
+    if total < RECORD_HEADER_BYTES || !total.is_multiple_of(RECORD_ALIGN) || total > seg_len - offset {
         return Slot::Bad("record size out of bounds");
     }
     // SAFETY: bounds checked just above.

@@ -133,10 +133,10 @@ impl Storage for FileStorage {
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
-            if entry.file_type()?.is_file() {
-                if let Some(name) = entry.file_name().to_str() {
-                    names.push(name.to_owned());
-                }
+            if entry.file_type()?.is_file()
+                && let Some(name) = entry.file_name().to_str()
+            {
+                names.push(name.to_owned());
             }
         }
         names.sort();
@@ -368,7 +368,7 @@ impl SimStorage {
                     1 => disk_page.copy_from_slice(cache_page),
                     _ if loss.tear => {
                         for (d, c) in disk_page.chunks_mut(512).zip(cache_page.chunks(512)) {
-                            if rng.next() % 2 == 0 {
+                            if rng.next().is_multiple_of(2) {
                                 d.copy_from_slice(c);
                             }
                         }

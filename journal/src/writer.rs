@@ -95,7 +95,7 @@ impl Default for Options {
 
 impl Options {
     pub fn validate(&self) -> Result<(), JournalError> {
-        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) || self.segment_bytes % 4096 != 0 {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) || !self.segment_bytes.is_multiple_of(4096) {
             return Err(JournalError::Config(format!(
                 "segment_bytes must be a multiple of 4096 between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}, got {}",
                 self.segment_bytes
@@ -359,7 +359,7 @@ impl Shared {
         let segs: Vec<Arc<Segment>> = self.active.lock().expect("lock").clone();
         let Some(newest) = segs.last() else { return Ok(()) };
         let calls = self.sync_calls.fetch_add(1, Ordering::Relaxed);
-        let persist = force || calls % WATERMARK_EVERY_SYNCS == 0;
+        let persist = force || calls.is_multiple_of(WATERMARK_EVERY_SYNCS);
         if persist {
             let generation = self.watermark_gen.fetch_add(1, Ordering::Relaxed) + 1;
             write_watermark(newest.stage_header_mut(), generation, persist_watermark);
@@ -497,10 +497,10 @@ impl Journal {
         let desc = storage.describe();
         let lock = storage.lock_writer().map_err(|e| JournalError::Locked(e.to_string()))?;
         let scan = scan(&*storage, true)?;
-        if !opts.repair {
-            if let Some(err) = scan.corrupt_error() {
-                return Err(err);
-            }
+        if !opts.repair
+            && let Some(err) = scan.corrupt_error()
+        {
+            return Err(err);
         }
         let io = |op: &'static str| {
             let desc = desc.clone();

@@ -283,10 +283,10 @@ impl State {
         v["mutable"] = json!(["time", "transactions", "prevblock"]);
         v["noncerange"] = json!("00000000ffffffff");
         v["capabilities"] = json!(["proposal"]);
-        if !self.longpoll {
-            if let Some(o) = v.as_object_mut() {
-                o.remove("longpollid");
-            }
+        if !self.longpoll
+            && let Some(o) = v.as_object_mut()
+        {
+            o.remove("longpollid");
         }
         v
     }

@@ -254,10 +254,10 @@ impl MinerSession {
                 json!([["version-rolling"], {"version-rolling.mask": "ffffffff", "version-rolling.min-bit-count": 2}]),
             )?;
             let r = m.answer(id, timeout)?;
-            if let Ok(v) = r {
-                if let Some(mask) = v.get("version-rolling.mask").and_then(Value::as_str).and_then(|h| u32::from_str_radix(h, 16).ok()) {
-                    m.version_mask = mask;
-                }
+            if let Ok(v) = r
+                && let Some(mask) = v.get("version-rolling.mask").and_then(Value::as_str).and_then(|h| u32::from_str_radix(h, 16).ok())
+            {
+                m.version_mask = mask;
             }
         }
         let id = m.request("mining.subscribe", json!(["otedama-mine/1"]))?;

@@ -44,10 +44,10 @@ pub fn ensure_admin_key(cfg: &Config) -> Result<Option<(u64, [u8; 32])>> {
     if let Ok(text) = std::fs::read_to_string(&file) {
         let parsed =
             text.trim().split_once(':').and_then(|(i, s)| Some((otedama_net::keys::parse_id(i)?, otedama_net::keys::parse_secret(s)?)));
-        if let Some((id, secret)) = parsed {
-            if store.verify(id, &secret).is_some() {
-                return Ok(Some((id, secret)));
-            }
+        if let Some((id, secret)) = parsed
+            && store.verify(id, &secret).is_some()
+        {
+            return Ok(Some((id, secret)));
         }
     }
     let k = store.add(0, true, ADMIN_KEY_LABEL)?;

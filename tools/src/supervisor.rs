@@ -120,21 +120,21 @@ pub fn run(roles: Vec<RoleSpec>, policy: &Policy, signals: &SignalFlag) -> Resul
         }
         let now = Instant::now();
         for role in &mut roles {
-            if let Some(child) = &mut role.child {
-                if let Some(status) = child.try_wait().context("waiting for a child")? {
-                    let ran = now - role.started_at;
-                    if ran >= policy.healthy_after {
-                        role.backoff = policy.backoff_initial;
-                    }
-                    tracing::warn!(
-                        role = %role.spec.name, status = %describe(status), ran_ms = ran.as_millis() as u64,
-                        restart_in_ms = role.backoff.as_millis() as u64, "role exited; restarting"
-                    );
-                    role.report.last_exit = Some(describe(status));
-                    role.child = None;
-                    role.restart_at = Some(now + role.backoff);
-                    role.backoff = (role.backoff * 2).min(policy.backoff_max);
+            if let Some(child) = &mut role.child
+                && let Some(status) = child.try_wait().context("waiting for a child")?
+            {
+                let ran = now - role.started_at;
+                if ran >= policy.healthy_after {
+                    role.backoff = policy.backoff_initial;
                 }
+                tracing::warn!(
+                    role = %role.spec.name, status = %describe(status), ran_ms = ran.as_millis() as u64,
+                    restart_in_ms = role.backoff.as_millis() as u64, "role exited; restarting"
+                );
+                role.report.last_exit = Some(describe(status));
+                role.child = None;
+                role.restart_at = Some(now + role.backoff);
+                role.backoff = (role.backoff * 2).min(policy.backoff_max);
             }
             if role.child.is_none() && role.restart_at.is_some_and(|t| now >= t) {
                 match spawn(&role.spec) {

@@ -42,7 +42,7 @@ pub fn coinbase_branch(others: &[[u8; 32]]) -> Vec<[u8; 32]> {
     while !known.is_empty() {
         branch.push(known[0]);
         // The level (1 + known.len() hashes) is odd: duplicate its last.
-        if known.len() % 2 == 0 {
+        if known.len().is_multiple_of(2) {
             known.push(*known.last().unwrap());
         }
         // The pairs after the coinbase's: positions 2, 3, …

@@ -46,7 +46,7 @@ pub fn to_display_hex(id: &[u8; 32]) -> String {
 }
 
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let mut out = vec![0u8; s.len() / 2];

@@ -53,10 +53,10 @@ impl ShardExtranonces {
 
 impl Extranonce1s for ShardExtranonces {
     fn claim(&mut self, wanted: Option<&[u8]>) -> Vec<u8> {
-        if let Some(c) = wanted.and_then(|w| self.counter_of(w)) {
-            if self.in_use.insert(c) {
-                return self.encode(c);
-            }
+        if let Some(c) = wanted.and_then(|w| self.counter_of(w))
+            && self.in_use.insert(c)
+        {
+            return self.encode(c);
         }
         let space = 1u64 << self.counter_bits();
         assert!((self.in_use.len() as u64) < space, "every extranonce1 of this shard is in use");

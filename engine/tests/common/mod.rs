@@ -110,10 +110,10 @@ impl Stream {
             match e {
                 Event::Accepted { account, .. } => accepted_by = Some(*account),
                 Event::BookAdd { order, .. } => {
-                    if let Some(a) = accepted_by {
-                        if self.live.len() < self.live.capacity() {
-                            self.live.push((*order, a));
-                        }
+                    if let Some(a) = accepted_by
+                        && self.live.len() < self.live.capacity()
+                    {
+                        self.live.push((*order, a));
                     }
                 }
                 Event::BookDelete { order } => {

@@ -294,10 +294,10 @@ pub(crate) fn pin_and_nice(core: Option<usize>, role: &str) {
 
 /// Pins the calling thread, if asked to.
 pub(crate) fn pin(core: Option<usize>, role: &str) {
-    if let Some(c) = core {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
-            tracing::warn!(role, core = c, "could not pin; running unpinned");
-        }
+    if let Some(c) = core
+        && !core_affinity::set_for_current(core_affinity::CoreId { id: c })
+    {
+        tracing::warn!(role, core = c, "could not pin; running unpinned");
     }
 }
 

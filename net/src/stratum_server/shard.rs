@@ -419,11 +419,11 @@ impl Shard {
             return refuse("shutting down", self);
         }
         let ip = peer_ip(fd);
-        if let Some(ip) = ip {
-            if !self.per_ip.enter(ip, self.cfg.per_ip_limit) {
-                self.counters.refused_per_ip.fetch_add(1, Ordering::Relaxed);
-                return refuse("per-IP connection limit", self);
-            }
+        if let Some(ip) = ip
+            && !self.per_ip.enter(ip, self.cfg.per_ip_limit)
+        {
+            self.counters.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+            return refuse("per-IP connection limit", self);
         }
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -692,10 +692,10 @@ impl Shard {
         for e in events.drain(..) {
             match e {
                 Event::Line(l) => {
-                    if let Some(code) = error_code(&l) {
-                        if let Some(c) = self.counters.errors.get(code.wrapping_sub(20) as usize) {
-                            c.fetch_add(1, Ordering::Relaxed);
-                        }
+                    if let Some(code) = error_code(&l)
+                        && let Some(c) = self.counters.errors.get(code.wrapping_sub(20) as usize)
+                    {
+                        c.fetch_add(1, Ordering::Relaxed);
                     }
                     self.queue(slot, l.as_bytes());
                 }

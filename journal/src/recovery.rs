@@ -104,6 +104,87 @@ unsafe fn first_bad_checksum(base: *const u8, found: &[(usize, u64)]) -> Option<
     })
 }
 
+/// How a segment's own walk ended (before any decision that needs the
+/// other segments).
+enum Stop {
+    /// An end-of-segment marker or the end of the file.
+    End,
+    /// An empty slot: the writer's position, or a marker that never reached
+    /// the disk when the next segment carries on.
+    Empty,
+    /// A record that is structurally wrong.
+    Bad(&'static str),
+}
+
+/// One segment walked on its own, from its header's first sequence.
+struct Walk {
+    /// Offset and sequence of the first record whose checksum is wrong.
+    bad_checksum: Option<(usize, u64)>,
+    /// Where the structural walk stopped, and the sequence expected there.
+    offset: usize,
+    expected: u64,
+    stop: Stop,
+}
+
+/// Walks one segment: the records' structure first (sizes, sequence
+/// numbers), then their checksums three at a time; the first bad record
+/// of either kind ends the valid prefix, as one pass would.
+///
+/// # Safety
+/// `base` maps `len` bytes for the duration of the call.
+unsafe fn walk_segment(base: *const u8, len: usize, first_seq: u64) -> Walk {
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut expected = first_seq;
+    let mut found: Vec<(usize, u64)> = Vec::new();
+    let stop = loop {
+        // SAFETY: the caller's contract.
+        match unsafe { read_slot_verified(base, len, offset, expected) } {
+            Slot::Record(_, next) => {
+                found.push((offset, expected));
+                expected += 1;
+                offset = next;
+            }
+            Slot::EndOfSegment => break Stop::End,
+            Slot::Empty => break Stop::Empty,
+            Slot::Bad(reason) => break Stop::Bad(reason),
+        }
+    };
+    // SAFETY: every offset in `found` starts a record that lies inside the
+    // mapping (checked by the structural walk).
+    let bad_checksum = unsafe { first_bad_checksum(base, &found) }.map(|k| found[k]);
+    Walk { bad_checksum, offset, expected, stop }
+}
+
+/// [`walk_segment`] for every segment, on up to four threads: a restarting
+/// engine waits for this pass with nothing else running yet, and each
+/// segment's walk needs nothing from the others (its header gives its
+/// first sequence).
+fn walk_all(regions: &[(u64, &Arc<dyn Region>)]) -> Vec<Walk> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4).min(regions.len());
+    // SAFETY (both walks below): each region maps `len()` bytes and lives
+    // as long as `regions`, which outlives the calls.
+    let walk = |(first, r): &(u64, &Arc<dyn Region>)| unsafe { walk_segment(r.ptr(), r.len(), *first) };
+    if threads <= 1 {
+        return regions.iter().map(walk).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<Option<Walk>> = (0..regions.len()).map(|_| None).collect();
+    let done = std::sync::Mutex::new(&mut out);
+    std::thread::scope(|sc| {
+        for _ in 0..threads {
+            sc.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(r) = regions.get(i) else { break };
+                    let w = walk(r);
+                    done.lock().expect("walk results")[i] = Some(w);
+                }
+            });
+        }
+    });
+    out.into_iter().map(|w| w.expect("every segment walked")).collect()
+}
+
 /// Scans every segment of `storage` in order of first sequence number.
 pub fn scan(storage: &dyn Storage, writable: bool) -> Result<Scan, JournalError> {
     let names = storage.list().map_err(|e| JournalError::io("list", storage.describe(), e))?;
@@ -158,9 +239,10 @@ pub fn scan(storage: &dyn Storage, writable: bool) -> Result<Scan, JournalError>
     let mut expected = first_seq;
     let mut segments: Vec<ScannedSegment> = Vec::new();
     let mut beyond = Vec::new();
-    let mut iter = files.into_iter().peekable();
+    let walks = walk_all(&files.iter().map(|f| (f.0, &f.3)).collect::<Vec<_>>());
+    let mut iter = files.into_iter().zip(walks).peekable();
 
-    while let Some((seq, name, header, region)) = iter.next() {
+    while let Some(((seq, name, header, region), walk)) = iter.next() {
         if damage.is_some() {
             beyond.push(name);
             continue;
@@ -180,48 +262,28 @@ pub fn scan(storage: &dyn Storage, writable: bool) -> Result<Scan, JournalError>
             beyond.push(name);
             continue;
         }
-        let base = region.ptr() as *const u8;
-        let len = region.len();
-        let mut offset = SEGMENT_HEADER_BYTES;
-        // Two passes: the records' structure first (sizes, sequence
-        // numbers), then their checksums three at a time; the first bad
-        // record of either kind ends the valid prefix, as one pass would.
-        let mut found: Vec<(usize, u64)> = Vec::new();
-        loop {
-            // SAFETY: the region maps `len` bytes and outlives this loop.
-            match unsafe { read_slot_verified(base, len, offset, expected) } {
-                Slot::Record(_, next) => {
-                    found.push((offset, expected));
-                    expected += 1;
-                    offset = next;
-                }
-                Slot::EndOfSegment => break,
-                Slot::Empty => {
-                    // An end-of-segment marker that never reached the disk is
-                    // fine when the next segment carries on the sequence.
-                    if iter.peek().is_some_and(|n| n.0 == expected) {
-                        break;
-                    }
-                    if iter.peek().is_some() {
-                        damage = Some(Damage {
-                            segment: name.clone(),
-                            offset: offset as u64,
-                            seq: expected,
-                            reason: "record missing before later segments".into(),
-                        });
-                    }
-                    break;
-                }
-                Slot::Bad(reason) => {
-                    damage = Some(Damage { segment: name.clone(), offset: offset as u64, seq: expected, reason: reason.into() });
-                    break;
+        let mut offset = walk.offset;
+        expected = walk.expected;
+        match walk.stop {
+            Stop::End => {}
+            Stop::Empty => {
+                // An end-of-segment marker that never reached the disk is
+                // fine when the next segment carries on the sequence.
+                let next_first = iter.peek().map(|n| n.0.0);
+                if next_first.is_some_and(|f| f != expected) {
+                    damage = Some(Damage {
+                        segment: name.clone(),
+                        offset: offset as u64,
+                        seq: expected,
+                        reason: "record missing before later segments".into(),
+                    });
                 }
             }
+            Stop::Bad(reason) => {
+                damage = Some(Damage { segment: name.clone(), offset: offset as u64, seq: expected, reason: reason.into() });
+            }
         }
-        // SAFETY: every offset in `found` starts a record that lies inside
-        // the mapping (checked by the structural pass).
-        if let Some(k) = unsafe { first_bad_checksum(base, &found) } {
-            let (at, seq) = found[k];
+        if let Some((at, seq)) = walk.bad_checksum {
             damage = Some(Damage { segment: name.clone(), offset: at as u64, seq, reason: "record checksum mismatch".into() });
             offset = at;
             expected = seq;

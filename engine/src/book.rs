@@ -112,7 +112,8 @@ impl LevelSet {
     /// Highest index present.
     #[inline]
     pub fn max(&self) -> Option<usize> {
-        (self.hi_end != 0).then_some(self.hi_end as usize - 1)
+        // Not `then_some`: its argument is evaluated even when empty.
+        self.hi_end.checked_sub(1).map(|h| h as usize)
     }
 
     /// Walks the layers down to the lowest member (the set is not empty).

@@ -97,10 +97,8 @@ impl Control {
         self.u64_at(C_DURABLE_SEQ).load(Ordering::Acquire)
     }
 
-    /// Raises the durable sequence to `seq`; false when it was already at
-    /// or past it.
-    pub fn raise_durable_seq(&self, seq: u64) -> bool {
-        self.u64_at(C_DURABLE_SEQ).fetch_max(seq, Ordering::AcqRel) < seq
+    pub fn set_durable_seq(&self, seq: u64) {
+        self.u64_at(C_DURABLE_SEQ).store(seq, Ordering::Release);
     }
 
     /// Signalled after every commit.

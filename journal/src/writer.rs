@@ -239,46 +239,6 @@ impl Segment {
     }
 }
 
-/// One segment's part of a sync: bytes `from..end` of its file.
-#[derive(Clone)]
-struct SyncRange {
-    seg: Arc<Segment>,
-    from: usize,
-    end: usize,
-    header_in_file: bool,
-}
-
-/// A group commit taken on by a writeback lane.
-struct Commit {
-    ticket: u64,
-    /// Last sequence it makes durable.
-    seq: u64,
-    plan: Vec<SyncRange>,
-    done: bool,
-}
-
-#[derive(Default)]
-struct Commits {
-    next_ticket: u64,
-    in_flight: VecDeque<Commit>,
-}
-
-/// Bookkeeping after a plan's syncs completed: what each segment has synced.
-fn finish_sync(plan: &[SyncRange]) {
-    for r in plan {
-        if r.header_in_file {
-            r.seg.header_synced.store(true, Ordering::Relaxed);
-        }
-        r.seg.synced_end.fetch_max(r.end, Ordering::AcqRel);
-    }
-}
-
-/// Writeback lanes under the `batch` policy: two, so a record committed
-/// while one lane waits for the device starts its own sync at once on the
-/// other instead of queueing behind that sync (devices complete flushes in
-/// parallel). One lane under the other policies.
-const BATCH_LANES: usize = 2;
-
 /// The persisted watermark is refreshed on one sync in this many (see
 /// `Shared::sync_active`).
 const WATERMARK_EVERY_SYNCS: u64 = 8;
@@ -322,11 +282,6 @@ struct Shared {
     abandon: AtomicBool,
     watermark_gen: AtomicU64,
     sync_calls: AtomicU64,
-    /// Highest sequence a writeback lane has written back and taken on
-    /// (under `io_lock`).
-    claimed: AtomicU64,
-    /// Group commits in flight, oldest first (batch policy).
-    commits: Mutex<Commits>,
     prepared_counter: AtomicU64,
     stats: Mutex<WriterStats>,
     /// Test-only: skip every sync but still advance `durable_seq`.
@@ -336,12 +291,8 @@ struct Shared {
 impl Shared {
     /// Publishes a new durable watermark: the control block, the futex
     /// waiters, and the hook, if one is set.
-    /// Publishes `seq` as durable unless something newer already is (a
-    /// full sync and a lane's group commit can finish in either order).
     fn mark_durable(&self, seq: u64) {
-        if !self.ctl.raise_durable_seq(seq) {
-            return;
-        }
+        self.ctl.set_durable_seq(seq);
         self.ctl.durable_event().notify();
         if let Some(hook) = self.on_durable.get() {
             hook(seq);
@@ -405,18 +356,8 @@ impl Shared {
     /// persisted watermark is only a lower bound used to tell damage from a
     /// torn tail, so lagging it by a few syncs loses no promise.
     fn sync_active(&self, persist_watermark: u64, force: bool) -> std::io::Result<()> {
-        let plan = self.plan_sync(persist_watermark, force)?;
-        self.run_sync(&plan)?;
-        finish_sync(&plan);
-        Ok(())
-    }
-
-    /// What [`Shared::sync_active`] syncs, with the watermark written into
-    /// the newest header first when it is this call's turn. Caller holds
-    /// `io_lock` and has just called `write_back`.
-    fn plan_sync(&self, persist_watermark: u64, force: bool) -> std::io::Result<Vec<SyncRange>> {
         let segs: Vec<Arc<Segment>> = self.active.lock().expect("lock").clone();
-        let Some(newest) = segs.last() else { return Ok(Vec::new()) };
+        let Some(newest) = segs.last() else { return Ok(()) };
         let calls = self.sync_calls.fetch_add(1, Ordering::Relaxed);
         let persist = force || calls.is_multiple_of(WATERMARK_EVERY_SYNCS);
         if persist {
@@ -425,7 +366,6 @@ impl Shared {
             let slots = H_WATERMARK_SLOTS[0]..H_WATERMARK_SLOTS[1] + WATERMARK_SLOT_BYTES;
             newest.file.write_at(slots.start, newest.staged(slots.start, slots.end))?;
         }
-        let mut plan = Vec::with_capacity(segs.len());
         for (i, seg) in segs.iter().enumerate() {
             // Read before `end`: a segment is in `active` only after its
             // roll set `header_dirty`, and only `write_back` (under the
@@ -439,51 +379,15 @@ impl Shared {
             } else {
                 seg.synced_end.load(Ordering::Relaxed) & !4095
             };
-            plan.push(SyncRange { seg: seg.clone(), from, end, header_in_file });
-        }
-        Ok(plan)
-    }
-
-    /// Syncs the planned ranges; needs no lock (a sync covers what was
-    /// written before it began, whoever runs it).
-    fn run_sync(&self, plan: &[SyncRange]) -> std::io::Result<()> {
-        for r in plan {
-            if r.end > r.from {
-                self.sync_region(&*r.seg.file, r.from, r.end - r.from)?;
+            if end > from {
+                self.sync_region(&*seg.file, from, end - from)?;
             }
+            if header_in_file {
+                seg.header_synced.store(true, Ordering::Relaxed);
+            }
+            seg.synced_end.store(end, Ordering::Release);
         }
         Ok(())
-    }
-
-    /// Records a group commit that was planned (and written back) up to
-    /// `seq`, returning its ticket. Caller holds `io_lock`, so tickets are
-    /// in the order of what they cover.
-    fn open_commit(&self, seq: u64, plan: Vec<SyncRange>) -> u64 {
-        let mut c = self.commits.lock().expect("lock");
-        let ticket = c.next_ticket;
-        c.next_ticket += 1;
-        c.in_flight.push_back(Commit { ticket, seq, plan, done: false });
-        ticket
-    }
-
-    /// A group commit's syncs completed. Durability advances only over
-    /// commits that completed in order: a later commit can finish first,
-    /// but an earlier one may cover another segment file it did not.
-    fn close_commit(&self, ticket: u64) {
-        let mut c = self.commits.lock().expect("lock");
-        if let Some(e) = c.in_flight.iter_mut().find(|e| e.ticket == ticket) {
-            e.done = true;
-        }
-        let mut durable = None;
-        while c.in_flight.front().is_some_and(|e| e.done) {
-            let e = c.in_flight.pop_front().expect("non-empty");
-            finish_sync(&e.plan);
-            durable = Some(e.seq);
-        }
-        // Published under the lock, so two lanes never publish out of order.
-        if let Some(seq) = durable {
-            self.mark_durable(seq);
-        }
     }
 
     /// Drops segments nobody needs any more and returns their stages.
@@ -735,8 +639,6 @@ impl Journal {
             abandon: AtomicBool::new(false),
             watermark_gen: AtomicU64::new(generation),
             sync_calls: AtomicU64::new(0),
-            claimed: AtomicU64::new(last_seq),
-            commits: Mutex::new(Commits::default()),
             prepared_counter: AtomicU64::new(0),
             stats: Mutex::new(WriterStats::default()),
             skip_syncs,
@@ -752,16 +654,13 @@ impl Journal {
                 .map_err(|e| JournalError::io("spawn", desc.clone(), e))?,
         );
         if opts.durability != Durability::Always {
-            let lanes = if opts.durability == Durability::Batch { BATCH_LANES } else { 1 };
-            for _ in 0..lanes {
-                let s = shared.clone();
-                threads.push(
-                    std::thread::Builder::new()
-                        .name("journal-flush".into())
-                        .spawn(move || writeback(s))
-                        .map_err(|e| JournalError::io("spawn", desc.clone(), e))?,
-                );
-            }
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("journal-flush".into())
+                    .spawn(move || writeback(s))
+                    .map_err(|e| JournalError::io("spawn", desc.clone(), e))?,
+            );
         }
 
         Ok(Journal {
@@ -1112,48 +1011,31 @@ impl DurabilityWatch {
 
 /// Copies committed records into the files, publishes them, and under
 /// `batch` syncs as soon as the previous sync ends.
-/// A writeback lane: copies committed records into the files and, under
-/// `batch`, syncs them (a group commit). Lanes take work under `io_lock`;
-/// their syncs run outside it, so under `batch` two can be in flight.
 fn writeback(s: Arc<Shared>) {
     let batch = s.opts.durability == Durability::Batch;
+    let mut visible = s.ctl.published_seq();
     loop {
         let stopping = s.shutdown.load(Ordering::Acquire);
         if s.abandon.load(Ordering::Acquire) {
             return;
         }
         let committed = s.committed.load(Ordering::Acquire);
-        if committed > s.claimed.load(Ordering::Acquire) {
+        if committed > visible {
             let io = s.io_lock.lock().expect("lock");
-            // Another lane may have taken it meanwhile.
-            let claimed = s.claimed.load(Ordering::Acquire);
-            let committed = s.committed.load(Ordering::Acquire);
-            if committed <= claimed {
-                drop(io);
-                continue;
-            }
-            let planned = s.write_back(committed).and_then(|_| {
+            let result = s.write_back(committed).and_then(|_| {
                 if batch {
                     let prev = s.ctl.durable_seq();
-                    let plan = s.plan_sync(prev, false)?;
-                    Ok(Some((s.open_commit(committed, plan.clone()), plan)))
-                } else {
-                    Ok(None)
-                }
-            });
-            s.claimed.store(committed, Ordering::Release);
-            drop(io);
-            let result = planned.and_then(|commit| {
-                if let Some((ticket, plan)) = commit {
-                    s.run_sync(&plan)?;
-                    s.close_commit(ticket);
+                    s.sync_active(prev, false)?;
+                    s.mark_durable(committed);
                 }
                 Ok(())
             });
+            drop(io);
             if let Err(e) = result {
                 s.poison(format!("writeback failed: {e}"));
                 return;
             }
+            visible = committed;
             s.retire();
             continue;
         }
@@ -1161,7 +1043,7 @@ fn writeback(s: Arc<Shared>) {
             return;
         }
         Event(&s.wb_word).wait(
-            || s.committed.load(Ordering::Acquire) > s.claimed.load(Ordering::Acquire) || s.shutdown.load(Ordering::Acquire),
+            || s.committed.load(Ordering::Acquire) > visible || s.shutdown.load(Ordering::Acquire),
             s.opts.flusher_spin,
             if s.opts.writeback_delay.is_zero() { Duration::from_millis(500) } else { s.opts.writeback_delay },
         );

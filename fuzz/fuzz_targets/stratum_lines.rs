@@ -39,7 +39,15 @@ fuzz_target!(|data: &[u8]| {
     // A fixed prefix gets the session subscribed and authorized, so the
     // fuzzed lines reach share validation too.
     let prefix = "{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n{\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"bcrt1qqurswpc8qurswpc8qurswpc8qurswpc8dxm0gk\",\"\"]}\n";
-    for line in prefix.lines().chain(text.lines()).take(64) {
+    for (i, line) in prefix.lines().chain(text.lines()).take(64).enumerate() {
+        // Every eighth line the session's extranonce1 is taken over (a
+        // resume from its own address): moved when it subscribed to
+        // extranonce changes, refused otherwise; only notifications result.
+        if i % 8 == 7 {
+            let mut out = Vec::new();
+            s.change_extranonce1(vec![0, 0, 1, i as u8], &mut jobs, &mut out);
+            assert!(out.iter().all(|e| matches!(e, Event::Line(l) if l.starts_with("{\"id\":null,\"method\""))), "{out:?}");
+        }
         let mut out = Vec::new();
         s.on_line(line, &mut jobs, &mut en1s, 1_700_000_200, &mut out);
         let answers = out.iter().filter(|e| matches!(e, Event::Line(l) if l.starts_with("{\"id\":") && !l.starts_with("{\"id\":null,\"method\""))).count();

@@ -264,6 +264,11 @@ impl MinerSession {
         let sub = m.answer(id, timeout)?.map_err(|(c, e)| std::io::Error::other(format!("subscribe refused: {c} {e}")))?;
         m.extranonce1 = hex(&sub[1], "extranonce1").map_err(std::io::Error::other)?;
         m.extranonce2_size = sub[2].as_u64().unwrap_or(0) as usize;
+        // Follow extranonce changes (`mining.set_extranonce`) rather than be
+        // disconnected when the pool has to change ours; a pool without the
+        // method answers with an error, which changes nothing.
+        let id = m.request("mining.extranonce.subscribe", json!([]))?;
+        m.answer(id, timeout)?.ok();
         let id = m.request("mining.authorize", json!([user, password]))?;
         match m.answer(id, timeout)? {
             Ok(Value::Bool(true)) => Ok(m),

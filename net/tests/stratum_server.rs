@@ -418,3 +418,80 @@ fn stratum_over_tls_with_a_generated_certificate() {
     tls_stream.read_line(&mut line).unwrap();
     assert!(line.contains("set_difficulty") || line.contains("\"id\":3"), "{line}");
 }
+
+/// Reads `m`'s messages until it holds job `job_id` again after a
+/// `mining.set_extranonce` (the server resends the newest job, clean).
+fn wait_moved(m: &mut MinerSession, old_en1: &[u8], job_id: &str) {
+    let until = Instant::now() + T;
+    while m.extranonce1 == old_en1 || m.job.as_ref().is_none_or(|j| j.job_id != job_id) {
+        assert!(Instant::now() < until, "no set_extranonce and job");
+        m.next_message(Duration::from_millis(200)).unwrap();
+    }
+}
+
+#[test]
+fn a_resume_from_the_same_address_moves_the_old_connection_with_set_extranonce() {
+    let mut s = server(|_| {});
+    // The miner's first connection: subscribed to extranonce changes (as
+    // MinerSession always is), mining jobs 1 and 2.
+    let mut old = MinerSession::connect(s.addr, &user(), "x", true, T).unwrap();
+    wait_job(&mut old);
+    s.jobs.send(work(job(2, 0), false)).unwrap();
+    let until = Instant::now() + T;
+    while old.job.as_ref().unwrap().job_id != "2" {
+        assert!(Instant::now() < until);
+        old.next_message(Duration::from_millis(200)).unwrap();
+    }
+    let en1 = old.extranonce1.clone();
+    let on_job2 = find(&old, 1, None, true);
+    let mut on_job1 = on_job2.clone();
+    on_job1.job_id = "1".into();
+
+    // Its new connection (same address) resumes that extranonce1 and gets it.
+    let mut new = otedama_net::stratum_client::Client::connect(s.addr, T).unwrap();
+    new.request("mining.subscribe", json!(["cgminer/4.11", hex::encode(&en1)])).unwrap();
+    match new.read_message().unwrap().unwrap() {
+        Message::Answer { result: Ok(v), .. } => assert_eq!(v[1], json!(hex::encode(&en1)), "the resume takes the value over"),
+        other => panic!("{other:?}"),
+    }
+
+    // The old connection is moved: a fresh extranonce1, then job 2 again.
+    wait_moved(&mut old, &en1, "2");
+    assert_ne!(old.extranonce1, en1);
+    assert_eq!((old.extranonce1.len(), old.extranonce2_size), (4, 8));
+    assert!(old.job.as_ref().unwrap().clean, "the job after set_extranonce is clean");
+    assert_eq!(s.counters().extranonce_moved.load(Ordering::Relaxed), 1);
+    // Work built on the old value: a job sent before the change is stale,
+    // the resent job fails its proof of work under the new value.
+    assert_eq!(code(submit(&mut old, &on_job1)), 21, "job sent before the change");
+    assert_eq!(code(submit(&mut old, &on_job2)), 23, "old extranonce1 on the resent job");
+    let fresh = find(&old, 1, None, true);
+    assert_eq!(submit(&mut old, &fresh), Ok(json!(true)), "work on the new extranonce1");
+
+    // A connection that never asked for extranonce changes cannot be moved:
+    // a resume of its value from the same address disconnects it.
+    let mut plain = otedama_net::stratum_client::Client::connect(s.addr, T).unwrap();
+    plain.request("mining.subscribe", json!(["bfgminer/5.5"])).unwrap();
+    let plain_en1 = match plain.read_message().unwrap().unwrap() {
+        Message::Answer { result: Ok(v), .. } => v[1].as_str().unwrap().to_string(),
+        other => panic!("{other:?}"),
+    };
+    let mut again = otedama_net::stratum_client::Client::connect(s.addr, T).unwrap();
+    again.request("mining.subscribe", json!(["bfgminer/5.5", plain_en1])).unwrap();
+    match again.read_message().unwrap().unwrap() {
+        Message::Answer { result: Ok(v), .. } => assert_eq!(v[1], json!(plain_en1)),
+        other => panic!("{other:?}"),
+    }
+    let until = Instant::now() + T;
+    loop {
+        match plain.read_message() {
+            Ok(None) | Err(_) => break,
+            Ok(Some(_)) => assert!(Instant::now() < until, "the unmovable session is disconnected"),
+        }
+    }
+    assert_eq!(s.counters().extranonce_disconnected.load(Ordering::Relaxed), 1);
+
+    // Everyone else kept mining: the moved session's share was journaled.
+    s.stop();
+    assert_eq!(s.share_records().len(), 1);
+}

@@ -66,6 +66,9 @@ pub struct Pending {
     pub extranonce2: Vec<u8>,
     pub worker: usize,
     pub share_target: Target,
+    /// Which of the session's extranonce1 values built `header` (it may
+    /// change while a scrypt share is being verified).
+    pub extranonce1_generation: u32,
 }
 
 /// An accepted share, as the shard journals it.
@@ -127,6 +130,13 @@ pub struct Session {
     extranonce_subscribed: bool,
     /// (job id, easiest difficulty in force since it was sent), newest last.
     job_difficulty: Vec<(u64, f64)>,
+    /// The extranonce1 was changed (`mining.set_extranonce`): a job not in
+    /// `job_difficulty` was sent under an earlier extranonce1 and is stale.
+    extranonce_changed: bool,
+    /// How many times the extranonce1 changed, and the value before the
+    /// last change (a share verified off the shard may have been built on it).
+    extranonce1_generation: u32,
+    previous_extranonce1: Option<Vec<u8>>,
     /// The last difficulty turned into a target, and that target (the
     /// conversion is exact, so worth keeping).
     target_cache: Option<(f64, Target)>,
@@ -151,6 +161,12 @@ pub fn set_difficulty_line(d: f64) -> String {
     } else {
         format!("{{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[{d}]}}\n")
     }
+}
+
+/// `mining.set_extranonce` with the new extranonce1 and the extranonce2
+/// size.
+pub fn set_extranonce_line(en1: &[u8], extranonce2_size: usize) -> String {
+    format!("{{\"id\":null,\"method\":\"mining.set_extranonce\",\"params\":[\"{}\",{extranonce2_size}]}}\n", encode_hex(en1))
 }
 
 /// `mining.notify` for `job`: serialised once per job (and coinbase
@@ -186,6 +202,9 @@ impl Session {
             version_mask: 0,
             extranonce_subscribed: false,
             job_difficulty: Vec::new(),
+            extranonce_changed: false,
+            extranonce1_generation: 0,
+            previous_extranonce1: None,
             target_cache: None,
             payout_script: None,
         }
@@ -230,6 +249,30 @@ impl Session {
             self.on_job(id);
             out.push(Event::Line(line));
         }
+    }
+
+    /// Moves a subscribed session to `en1` (its old value was taken over):
+    /// `mining.set_extranonce`, then the newest job again as a clean one,
+    /// since miners apply the new value from the next notify. Jobs sent
+    /// before are stale for this session from now on (21); a share for the
+    /// newest job built on the old value fails its proof of work (23), as
+    /// the job id alone cannot tell the two apart. False, and nothing
+    /// changed, when the miner never asked for extranonce changes
+    /// (`mining.extranonce.subscribe` or `subscribe-extranonce`) or never
+    /// subscribed: the caller must then disconnect it.
+    pub fn change_extranonce1(&mut self, en1: Vec<u8>, jobs: &mut JobBook, out: &mut Vec<Event>) -> bool {
+        if !self.extranonce_subscribed || self.extranonce1.is_none() {
+            return false;
+        }
+        out.push(Event::Line(set_extranonce_line(&en1, self.rules.extranonce2_size)));
+        self.previous_extranonce1 = self.extranonce1.replace(en1);
+        self.extranonce1_generation = self.extranonce1_generation.wrapping_add(1);
+        self.job_difficulty.clear();
+        self.extranonce_changed = true;
+        if !self.workers.is_empty() {
+            self.send_latest(jobs, out);
+        }
+        true
     }
 
     fn set_difficulty(&mut self, d: f64, out: &mut Vec<Event>) {
@@ -376,6 +419,11 @@ impl Session {
         let Some(job) = job else {
             return out.push(reply_err(id, 21, "Job not found"));
         };
+        let difficulty = match self.job_difficulty.iter().rev().find(|(j, _)| *j == s.job_id) {
+            Some((_, d)) => *d,
+            None if self.extranonce_changed => return out.push(reply_err(id, 21, "Job not found (sent before the extranonce changed)")),
+            None => self.difficulty,
+        };
         if s.extranonce2.len() != self.rules.extranonce2_size {
             return out.push(reply_err(id, 20, &format!("Incorrect size of extranonce2 (expected {} bytes)", self.rules.extranonce2_size)));
         }
@@ -394,7 +442,6 @@ impl Session {
             Seen::Duplicate => return out.push(reply_err(id, 22, "Duplicate share")),
             Seen::Full | Seen::Gone => return out.push(reply_err(id, 21, "Job not found")),
         }
-        let difficulty = self.job_difficulty.iter().rev().find(|(j, _)| *j == s.job_id).map_or(self.difficulty, |(_, d)| *d);
         let share_target = match self.target_cache {
             Some((d, t)) if d == difficulty => t,
             _ => match Target::from_difficulty(difficulty, self.rules.family) {
@@ -405,7 +452,15 @@ impl Session {
                 Err(_) => return out.push(reply_err(id, 20, "difficulty out of range")),
             },
         };
-        let pending = Pending { id: id.to_string(), header, job, extranonce2: s.extranonce2, worker, share_target };
+        let pending = Pending {
+            id: id.to_string(),
+            header,
+            job,
+            extranonce2: s.extranonce2,
+            worker,
+            share_target,
+            extranonce1_generation: self.extranonce1_generation,
+        };
         match self.rules.family {
             Family::Sha256d => self.judge(pending, &block_id, now, out),
             _ => out.push(Event::Verify(Box::new(pending))),
@@ -415,13 +470,25 @@ impl Session {
     /// Finishes a share with its proof-of-work hash.
     pub fn judge(&mut self, p: Pending, pow: &[u8; 32], now: u32, out: &mut Vec<Event>) {
         let block = p.job.target.is_met_by(pow);
+        // The extranonce1 the header was built on: the current one, or the
+        // one before the last change for a share that was being verified.
+        let en1 = if p.extranonce1_generation == self.extranonce1_generation {
+            self.extranonce1.as_ref()
+        } else if p.extranonce1_generation.wrapping_add(1) == self.extranonce1_generation {
+            self.previous_extranonce1.as_ref()
+        } else {
+            None
+        };
+        let Some(en1) = en1 else {
+            return out.push(reply_err(&p.id, 21, "Job not found (sent before the extranonce changed)"));
+        };
         let w = &self.workers[p.worker];
         if block {
             // Submission first: the shard acts on this before the answer.
             out.push(Event::Block {
                 job: p.job.clone(),
                 header: p.header,
-                extranonce1: self.extranonce1.clone().unwrap_or_default(),
+                extranonce1: en1.clone(),
                 extranonce2: p.extranonce2.clone(),
                 address: w.address.clone(),
                 worker: w.name.clone(),
@@ -563,6 +630,52 @@ mod tests {
         let mut r = miner();
         let out = r.send(r#"{"id":1,"method":"mining.subscribe","params":["x","0000abcd"]}"#);
         assert_eq!(lines(&out)[0]["result"][1], "0000abcd");
+    }
+
+    #[test]
+    fn a_moved_session_keeps_a_block_built_on_its_old_extranonce1() {
+        let mut m = miner();
+        m.jobs = JobBook::new(4, 1000);
+        m.jobs.push(job(1, false), true);
+        m.send(r#"{"id":1,"method":"mining.subscribe","params":[]}"#);
+        let old = m.s.extranonce1().unwrap().to_vec();
+        // Not subscribed to extranonce changes: cannot be moved.
+        assert!(!m.s.change_extranonce1(vec![0, 0, 0, 7], &mut m.jobs, &mut Vec::new()));
+        assert_eq!(m.s.extranonce1(), Some(&old[..]));
+        m.send(r#"{"id":2,"method":"mining.extranonce.subscribe","params":[]}"#);
+        m.send(&format!(r#"{{"id":3,"method":"mining.authorize","params":["{}.rig","x"]}}"#, address()));
+        // A share on the old value, its hash still being computed (as a
+        // scrypt share on a verification worker would be).
+        let j = m.jobs.get(1).unwrap();
+        let en2 = vec![0u8; 8];
+        let header = j.header(&old, &en2, j.curtime, 0, j.version);
+        let pending = |g| Pending {
+            id: "5".into(),
+            header,
+            job: j.clone(),
+            extranonce2: en2.clone(),
+            worker: 0,
+            share_target: Target::from_difficulty(1e-9, Family::Sha256d).unwrap(),
+            extranonce1_generation: g,
+        };
+        let mut out = Vec::new();
+        assert!(m.s.change_extranonce1(vec![0, 0, 0, 7], &mut m.jobs, &mut out));
+        let l = lines(&out);
+        assert_eq!(l[0]["method"], "mining.set_extranonce");
+        assert_eq!(l[0]["params"], serde_json::json!(["00000007", 8]));
+        assert_eq!((l[1]["method"].as_str(), l[1]["params"][8].as_bool()), (Some("mining.notify"), Some(true)));
+        // The pending block is submitted with the extranonce1 that built it.
+        let pow = sha256d(&header);
+        let mut out = Vec::new();
+        m.s.judge(pending(0), &pow, m.now, &mut out);
+        assert!(matches!(&out[0], Event::Block { extranonce1, .. } if *extranonce1 == old));
+        assert_eq!(lines(&out)[0]["result"], true);
+        // Two changes later nobody knows that value any more: stale.
+        m.s.change_extranonce1(vec![0, 0, 0, 8], &mut m.jobs, &mut Vec::new());
+        let mut out = Vec::new();
+        m.s.judge(pending(0), &pow, m.now, &mut out);
+        assert_eq!(lines(&out)[0]["error"][0], 21);
+        assert!(!out.iter().any(|e| matches!(e, Event::Block { .. })));
     }
 
     fn mining(d: &str) -> Miner {

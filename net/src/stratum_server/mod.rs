@@ -171,6 +171,11 @@ pub struct StratumCounters {
     pub timeouts: AtomicU64,
     pub jobs: AtomicU64,
     pub addresses_authorized: AtomicU64,
+    /// Sessions whose extranonce1 a resume from their own address took
+    /// over: moved with `mining.set_extranonce`, or disconnected when they
+    /// never subscribed to extranonce changes.
+    pub extranonce_moved: AtomicU64,
+    pub extranonce_disconnected: AtomicU64,
 }
 
 impl StratumCounters {

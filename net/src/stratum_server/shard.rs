@@ -16,10 +16,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use otedama_engine::stratum::extranonce::ShardExtranonces;
+use otedama_engine::stratum::extranonce::{Claimant, ShardExtranonces};
 use otedama_engine::stratum::jobs::JobBook;
 use otedama_engine::stratum::record::{SHARE_RECORD_VERSION, ShareRecord, work_of};
-use otedama_engine::stratum::session::{Event, Session};
+use otedama_engine::stratum::session::{Event, Extranonce1s, Session};
 use otedama_hashers::Target;
 use otedama_journal::{Journal, kinds};
 
@@ -677,12 +677,51 @@ impl Shard {
         }
         let mut events = std::mem::take(&mut self.events);
         let Shard { conns, jobs, extranonces, unix, .. } = self;
-        let session = &mut conns[slot as usize].session;
+        let conn = &mut conns[slot as usize];
+        let mut claimer = Claimer { en1s: extranonces, who: claimant(slot, conn.ip), displaced: None };
         match std::str::from_utf8(line) {
-            Ok(text) => session.on_line(text, jobs, extranonces, *unix, &mut events),
+            Ok(text) => conn.session.on_line(text, jobs, &mut claimer, *unix, &mut events),
             Err(_) => events.push(Event::Line("{\"id\":null,\"result\":null,\"error\":[20,\"Request is not UTF-8\",null]}\n".into())),
         }
+        let displaced = claimer.displaced;
         let r = self.handle_events(slot, &mut events);
+        events.clear();
+        self.events = events;
+        r?;
+        match displaced {
+            Some(other) => self.move_extranonce(other),
+            None => Ok(()),
+        }
+    }
+
+    /// `slot`'s extranonce1 was taken over by a session resuming it from
+    /// the same address (the miner's new connection, while the old one has
+    /// not been seen to die): a fresh value with `mining.set_extranonce`
+    /// when the miner subscribed to extranonce changes, otherwise a
+    /// disconnect, since it cannot go on mining without a value of its own.
+    fn move_extranonce(&mut self, slot: u32) -> Result<(), String> {
+        let c = &self.conns[slot as usize];
+        if !c.open || c.closing || c.close_after_flush.is_some() {
+            return Ok(());
+        }
+        let (en1, _) = self.extranonces.claim_for(None, claimant(slot, c.ip));
+        let mut events = std::mem::take(&mut self.events);
+        let Shard { conns, jobs, .. } = self;
+        let moved = conns[slot as usize].session.change_extranonce1(en1.clone(), jobs, &mut events);
+        let r = if moved {
+            self.counters.extranonce_moved.fetch_add(1, Ordering::Relaxed);
+            self.handle_events(slot, &mut events)
+        } else {
+            self.extranonces.release(&en1, slot);
+            self.counters.extranonce_disconnected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                shard = self.id,
+                slot,
+                "extranonce1 resumed by a newer connection from the same address; disconnecting the old one"
+            );
+            self.start_close(slot);
+            Ok(())
+        };
         events.clear();
         self.events = events;
         r
@@ -918,7 +957,7 @@ impl Shard {
             self.counters.sessions_mining.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(en1) = c.session.extranonce1() {
-            self.extranonces.release(en1);
+            self.extranonces.release(en1, slot);
         }
         c.session = Session::new(self.rules.clone());
         if let Some(ip) = c.ip.take() {
@@ -1011,6 +1050,31 @@ impl Shard {
 fn error_code(line: &str) -> Option<u32> {
     let at = line.find("\"error\":[")? + 9;
     line[at..].split(',').next()?.parse().ok()
+}
+
+/// The shard's extranonce1 values as a session claims them: who asks, and
+/// whom a resume displaced.
+struct Claimer<'a> {
+    en1s: &'a mut ShardExtranonces,
+    who: Claimant,
+    displaced: Option<u32>,
+}
+
+impl Extranonce1s for Claimer<'_> {
+    fn claim(&mut self, wanted: Option<&[u8]>) -> Vec<u8> {
+        let (en1, displaced) = self.en1s.claim_for(wanted, self.who);
+        self.displaced = displaced;
+        en1
+    }
+}
+
+fn claimant(slot: u32, ip: Option<IpAddr>) -> Claimant {
+    let origin = match ip {
+        Some(IpAddr::V4(a)) => u128::from(a.to_ipv6_mapped()),
+        Some(IpAddr::V6(a)) => u128::from(a),
+        None => 0,
+    };
+    Claimant { owner: slot, origin }
 }
 
 fn peer_ip(fd: RawFd) -> Option<IpAddr> {

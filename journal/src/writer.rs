@@ -78,6 +78,12 @@ pub struct Options {
     /// Truncate at the first damage even below the durable watermark
     /// (`otedama journal repair`). Off: such damage fails the open.
     pub repair: bool,
+    /// Open with segment preparation held: the preparer prepares nothing
+    /// until [`Journal::release_preparation`] (or a roll that needs a
+    /// segment). Recovery opens this way: preparing a segment faults in a
+    /// 64 MiB stage and may zero-fill a file, work that would take the
+    /// second core from the replay running right after the open.
+    pub hold_preparation: bool,
 }
 
 impl Default for Options {
@@ -89,6 +95,7 @@ impl Default for Options {
             flusher_spin: Duration::from_micros(50),
             writeback_delay: Duration::ZERO,
             repair: false,
+            hold_preparation: false,
         }
     }
 }
@@ -139,19 +146,37 @@ pub struct WriterStats {
 /// records.
 struct Stage {
     map: memmap2::MmapMut,
+    /// Pages below this offset may not be faulted in yet.
+    faulted_from: usize,
 }
 
 impl Stage {
     fn new(len: usize) -> std::io::Result<Stage> {
-        let mut map = memmap2::MmapOptions::new().len(len).map_anon()?;
+        Stage::new_from(len, 0)
+    }
+
+    /// A stage whose pages are faulted in from offset `from` on: the
+    /// writer never touches the bytes below it (an open resuming a
+    /// segment at `from`), so they need no memory.
+    fn new_from(len: usize, from: usize) -> std::io::Result<Stage> {
+        let map = memmap2::MmapOptions::new().len(len).map_anon()?;
         // Fewer TLB misses for a writer sweeping hundreds of MiB; advisory.
         let _ = map.advise(memmap2::Advice::HugePage);
-        for off in (0..len).step_by(4096) {
+        let mut stage = Stage { map, faulted_from: len };
+        stage.fault_in(from & !4095);
+        Ok(stage)
+    }
+
+    /// Faults in every page from `from` on that is not yet.
+    fn fault_in(&mut self, from: usize) {
+        for off in (from..self.faulted_from).step_by(4096) {
             // SAFETY: in bounds; touching every page now means the writer
-            // never takes a page fault later.
-            unsafe { map.as_mut_ptr().add(off).write_volatile(0) };
+            // never takes a page fault later. What the stage held there is
+            // past any write head (a fresh stage, or a reused one whose
+            // bytes mean nothing any more).
+            unsafe { self.map.as_mut_ptr().add(off).write_volatile(0) };
         }
-        Ok(Stage { map })
+        self.faulted_from = self.faulted_from.min(from);
     }
 
     fn ptr(&self) -> *mut u8 {
@@ -269,6 +294,8 @@ struct Shared {
     wb_word: AtomicU32,
     /// Wakes the preparer.
     prep_word: AtomicU32,
+    /// Segment preparation held (`Options::hold_preparation`).
+    prep_held: AtomicBool,
     /// Signalled when the preparer has made a segment ready.
     ready_word: AtomicU32,
     prep_error: Mutex<Option<std::io::Error>>,
@@ -553,9 +580,12 @@ impl Journal {
                         at += n;
                     }
                 }
-                let stage = Stage::new(len).map_err(io("allocate stage"))?;
-                // SAFETY: fresh stage of `len` bytes.
-                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), stage.ptr(), s.end_offset) };
+                // The writer reads back only the header from its stage
+                // (write-back starts at `end_offset`), so only the header is
+                // copied and only the pages from `end_offset` on are faulted in.
+                let stage = Stage::new_from(len, s.end_offset).map_err(io("allocate stage"))?;
+                // SAFETY: fresh stage of `len` bytes; the header lies below `end_offset`.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), stage.ptr(), SEGMENT_HEADER_BYTES.min(s.end_offset)) };
                 let seg = Segment::new(s.region.clone(), stage, segment_name(s.header.first_seq), s.header.first_seq, s.end_offset);
                 if repaired_below || scan.watermark > last_seq {
                     // After a repair the promise holds only up to the repair
@@ -629,6 +659,7 @@ impl Journal {
             committed: AtomicU64::new(last_seq),
             wb_word: AtomicU32::new(0),
             prep_word: AtomicU32::new(0),
+            prep_held: AtomicBool::new(opts.hold_preparation),
             ready_word: AtomicU32::new(0),
             prep_error: Mutex::new(None),
             poisoned: AtomicBool::new(false),
@@ -813,6 +844,8 @@ impl Journal {
     }
 
     fn take_prepared(&mut self) -> Result<Arc<Segment>, JournalError> {
+        // A roll needs a segment whatever was held.
+        self.shared.prep_held.store(false, Ordering::Release);
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut waited = false;
         loop {
@@ -840,6 +873,14 @@ impl Journal {
                 Duration::ZERO,
                 Duration::from_millis(100),
             );
+        }
+    }
+
+    /// Lets the preparer prepare segments again after an open with
+    /// `Options::hold_preparation`.
+    pub fn release_preparation(&self) {
+        if self.shared.prep_held.swap(false, Ordering::AcqRel) {
+            Event(&self.shared.prep_word).notify();
         }
     }
 
@@ -1088,7 +1129,7 @@ fn preparer(s: Arc<Shared>) {
         // Keep `prepare_ahead` segments ready, one per pass so renames of
         // rolled segments are never starved by a fast writer.
         let mut failed = false;
-        if s.prepared.lock().expect("lock").len() < s.opts.prepare_ahead {
+        if !s.prep_held.load(Ordering::Acquire) && s.prepared.lock().expect("lock").len() < s.opts.prepare_ahead {
             match prepare_one(&s) {
                 Ok(seg) => {
                     s.prepared.lock().expect("lock").push_back(seg);
@@ -1134,7 +1175,10 @@ fn take_stage(s: &Shared) -> std::io::Result<Stage> {
         pool.pop()
     };
     match reused {
-        Some(st) => {
+        Some(mut st) => {
+            // A stage an open resumed in holds unfaulted pages below where
+            // it resumed; the next writer starts at the front.
+            st.fault_in(0);
             // Only the header page must start zeroed: the writer lays every
             // record byte it commits (padding included), and nothing past
             // the write head is ever copied to the file.

@@ -642,6 +642,7 @@ impl JournalConfig {
             flusher_spin: std::time::Duration::from_micros(self.flusher_spin_us),
             writeback_delay: std::time::Duration::from_micros(self.writeback_delay_us),
             repair: false,
+            hold_preparation: false,
         }
     }
 }

@@ -93,7 +93,8 @@ pub fn recover(
     limits: Limits,
 ) -> Result<(EngineState, Journal, RecoveryReport), RecoveryError> {
     let t = Instant::now();
-    let journal = Journal::open_with(storage.clone(), opts)?;
+    // Segments are prepared after the replay, which wants both cores.
+    let journal = Journal::open_with(storage.clone(), Options { hold_preparation: true, ..opts })?;
     let rep = journal.open_report().clone();
     let mut report = RecoveryReport { open_s: t.elapsed().as_secs_f64(), ..Default::default() };
     let t0 = Instant::now();
@@ -145,6 +146,7 @@ pub fn recover(
         report.last_seq = report.snapshot_seq.unwrap_or(0);
     }
     report.replay_s = t1.elapsed().as_secs_f64();
+    journal.release_preparation();
     Ok((state, journal, report))
 }
 

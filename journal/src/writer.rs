@@ -75,6 +75,17 @@ pub struct Options {
     /// up to this much later, and a writer that appends now and then
     /// makes no syscall at all. `sync()` and `close()` still wake it.
     pub writeback_delay: Duration,
+    /// Under `batch`: the least time between the starts of two group
+    /// commits. Zero (the default): the next sync starts as soon as the
+    /// previous one ends, for writers whose acknowledgements wait for
+    /// durability. Above zero: records still reach the files (and readers)
+    /// at once, but are synced at most this often, so a power loss costs at
+    /// most the records of the last interval and one sync; for writers that
+    /// acknowledge without waiting for the disk (share journals), where a
+    /// sync after every millisecond's records would cost the CPU and the
+    /// device far more than that window is worth. `sync()` and `close()`
+    /// sync at once whatever the interval.
+    pub sync_interval: Duration,
     /// Truncate at the first damage even below the durable watermark
     /// (`otedama journal repair`). Off: such damage fails the open.
     pub repair: bool,
@@ -94,6 +105,7 @@ impl Default for Options {
             prepare_ahead: 2,
             flusher_spin: Duration::from_micros(50),
             writeback_delay: Duration::ZERO,
+            sync_interval: Duration::ZERO,
             repair: false,
             hold_preparation: false,
         }
@@ -292,6 +304,8 @@ struct Shared {
     committed: AtomicU64,
     /// Wakes the writeback thread.
     wb_word: AtomicU32,
+    /// `Journal::sync` asks the writeback thread for a sync now (batch).
+    sync_asked: AtomicBool,
     /// Wakes the preparer.
     prep_word: AtomicU32,
     /// Segment preparation held (`Options::hold_preparation`).
@@ -658,6 +672,7 @@ impl Journal {
             io_lock: Mutex::new(()),
             committed: AtomicU64::new(last_seq),
             wb_word: AtomicU32::new(0),
+            sync_asked: AtomicBool::new(false),
             prep_word: AtomicU32::new(0),
             prep_held: AtomicBool::new(opts.hold_preparation),
             ready_word: AtomicU32::new(0),
@@ -898,6 +913,7 @@ impl Journal {
         let last = self.next_seq - 1;
         match self.durability {
             Durability::Batch => {
+                self.shared.sync_asked.store(true, Ordering::Release);
                 Event(&self.shared.wb_word).notify();
                 let watch = self.durability_watch();
                 while !watch.wait(last, Duration::from_secs(1))? {}
@@ -1054,17 +1070,25 @@ impl DurabilityWatch {
 /// `batch` syncs as soon as the previous sync ends.
 fn writeback(s: Arc<Shared>) {
     let batch = s.opts.durability == Durability::Batch;
+    let interval = s.opts.sync_interval;
     let mut visible = s.ctl.published_seq();
+    // When the last group commit started, and whether records were written
+    // back since without a sync (batch with a sync interval).
+    let mut last_sync: Option<Instant> = None;
+    let mut unsynced = false;
     loop {
         let stopping = s.shutdown.load(Ordering::Acquire);
         if s.abandon.load(Ordering::Acquire) {
             return;
         }
         let committed = s.committed.load(Ordering::Acquire);
-        if committed > visible {
+        let asked = s.sync_asked.swap(false, Ordering::AcqRel);
+        let due = batch && (interval.is_zero() || asked || stopping || last_sync.is_none_or(|t| t.elapsed() >= interval));
+        if committed > visible || (unsynced && due) {
             let io = s.io_lock.lock().expect("lock");
+            let started = Instant::now();
             let result = s.write_back(committed).and_then(|_| {
-                if batch {
+                if due {
                     let prev = s.ctl.durable_seq();
                     s.sync_active(prev, false)?;
                     s.mark_durable(committed);
@@ -1076,6 +1100,12 @@ fn writeback(s: Arc<Shared>) {
                 s.poison(format!("writeback failed: {e}"));
                 return;
             }
+            if due {
+                last_sync = Some(started);
+                unsynced = false;
+            } else if batch {
+                unsynced = true;
+            }
             visible = committed;
             s.retire();
             continue;
@@ -1083,10 +1113,18 @@ fn writeback(s: Arc<Shared>) {
         if stopping {
             return;
         }
+        let mut timeout = if s.opts.writeback_delay.is_zero() { Duration::from_millis(500) } else { s.opts.writeback_delay };
+        if unsynced && let Some(t) = last_sync {
+            timeout = timeout.min(interval.saturating_sub(t.elapsed()).max(Duration::from_micros(1)));
+        }
         Event(&s.wb_word).wait(
-            || s.committed.load(Ordering::Acquire) > visible || s.shutdown.load(Ordering::Acquire),
+            || {
+                s.committed.load(Ordering::Acquire) > visible
+                    || s.shutdown.load(Ordering::Acquire)
+                    || (unsynced && s.sync_asked.load(Ordering::Acquire))
+            },
             s.opts.flusher_spin,
-            if s.opts.writeback_delay.is_zero() { Duration::from_millis(500) } else { s.opts.writeback_delay },
+            timeout,
         );
     }
 }

@@ -294,3 +294,33 @@ fn an_open_with_preparation_held_prepares_nothing_until_released_or_a_roll_needs
     }
     assert_eq!(n, 900);
 }
+
+#[test]
+fn a_sync_interval_spaces_group_commits_while_readers_see_records_at_once() {
+    let storage = Arc::new(SimStorage::new());
+    let interval = Duration::from_millis(400);
+    let opts = Options { sync_interval: interval, ..small(Durability::Batch) };
+    let mut j = Journal::open_with(storage.clone(), opts).unwrap();
+    let watch = j.durability_watch();
+    // The first record is synced at once (no sync started yet).
+    let first = append_seq(&mut j, 100);
+    assert!(watch.wait(first, Duration::from_secs(5)).unwrap());
+    let t = std::time::Instant::now();
+    let second = append_seq(&mut j, 100);
+    // Readers see it at once; the sync waits for the interval.
+    let mut r = Reader::open_with(storage.clone(), None, second, false).unwrap();
+    let rec = r.next_timeout(Duration::from_secs(5)).unwrap().expect("published before the sync");
+    assert_eq!(rec.seq, second);
+    assert!(t.elapsed() < interval / 2, "published in {:?}", t.elapsed());
+    assert!(j.durable_seq() < second, "not synced before the interval");
+    assert!(watch.wait(second, Duration::from_secs(5)).unwrap());
+    let took = t.elapsed();
+    assert!(took >= interval / 2, "synced after {took:?}, interval {interval:?}");
+    // sync() does not wait for the interval.
+    let third = append_seq(&mut j, 100);
+    let t = std::time::Instant::now();
+    assert_eq!(j.sync().unwrap(), third);
+    assert!(j.durable_seq() >= third);
+    assert!(t.elapsed() < interval / 2, "sync() took {:?}", t.elapsed());
+    j.close().unwrap();
+}

@@ -168,8 +168,10 @@ pub fn server_main(a: &ServerArgs) -> Result<()> {
     // uses, costs 70 ms of CPU a second when idle).
     cfg.journal.flusher_spin = Duration::ZERO;
     cfg.journal.writeback_delay = Duration::from_millis(1);
-    // As `otedama engine` runs share journals (`stratum.journal_segment_bytes`).
+    // As `otedama engine` runs share journals (`stratum.journal_segment_bytes`,
+    // `stratum.journal_sync_interval_ms`).
     cfg.journal.segment_bytes = 16 << 20;
+    cfg.journal.sync_interval = Duration::from_millis(100);
     let (tx, rx) = mpsc::channel();
     let server = StratumServer::start(cfg, vec![], rx)?;
     let mut next = 1u64;

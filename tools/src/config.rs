@@ -425,6 +425,11 @@ pub struct StratumConfig {
     /// Segment size of each shard's share journal (bytes; the writer keeps
     /// the current and the prepared segments resident).
     pub journal_segment_bytes: u64,
+    /// Least time between two syncs of a share journal (ms; 0: the next
+    /// sync starts as soon as the previous one ends). Shares are answered
+    /// without waiting for the disk; a power loss costs at most this long's
+    /// shares plus one sync.
+    pub journal_sync_interval_ms: u64,
     /// Port for Stratum over TLS on `host` (0: none).
     pub tls_port: u16,
     /// PEM certificate chain and private key for TLS; both empty: a
@@ -459,6 +464,7 @@ impl Default for StratumConfig {
             recv_buffer_size: 2048,
             confirm_wait_ms: 2000,
             journal_segment_bytes: 16 << 20,
+            journal_sync_interval_ms: 100,
             tls_port: 0,
             tls_cert: String::new(),
             tls_key: String::new(),
@@ -564,7 +570,11 @@ impl StratumConfig {
             c.tls = Some(otedama_net::stratum_server::TlsListen { listen: std::net::SocketAddr::new(host, self.tls_port), config });
             c.tls_cert = Some(cert);
         }
-        c.journal = otedama_journal::Options { segment_bytes: self.journal_segment_bytes, ..journal };
+        c.journal = otedama_journal::Options {
+            segment_bytes: self.journal_segment_bytes,
+            sync_interval: ms(self.journal_sync_interval_ms),
+            ..journal
+        };
         c.journal.validate()?;
         c.confirm_wait = ms(self.confirm_wait_ms);
         Ok(c)
@@ -641,6 +651,7 @@ impl JournalConfig {
             prepare_ahead: self.prepare_ahead,
             flusher_spin: std::time::Duration::from_micros(self.flusher_spin_us),
             writeback_delay: std::time::Duration::from_micros(self.writeback_delay_us),
+            sync_interval: std::time::Duration::ZERO,
             repair: false,
             hold_preparation: false,
         }
@@ -872,6 +883,7 @@ overrides!(StratumOverrides {
     recv_buffer_size: usize = "stratum-recv-buffer-size", "receive buffer size, bytes [env: OTEDAMA_STRATUM__RECV_BUFFER_SIZE]";
     confirm_wait_ms: u64 = "stratum-confirm-wait-ms", "wait for a block on the nodes' tips, ms [env: OTEDAMA_STRATUM__CONFIRM_WAIT_MS]";
     journal_segment_bytes: u64 = "stratum-journal-segment-bytes", "share journal segment size [env: OTEDAMA_STRATUM__JOURNAL_SEGMENT_BYTES]";
+    journal_sync_interval_ms: u64 = "stratum-journal-sync-interval-ms", "least time between share journal syncs, ms [env: OTEDAMA_STRATUM__JOURNAL_SYNC_INTERVAL_MS]";
     tls_port: u16 = "stratum-tls-port", "Stratum over TLS port, 0: none [env: OTEDAMA_STRATUM__TLS_PORT]";
     tls_cert: String = "stratum-tls-cert", "PEM certificate chain for TLS [env: OTEDAMA_STRATUM__TLS_CERT]";
     tls_key: String = "stratum-tls-key", "PEM private key for TLS [env: OTEDAMA_STRATUM__TLS_KEY]";

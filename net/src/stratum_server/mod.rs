@@ -288,8 +288,13 @@ impl StratumServer {
                 }
                 let dir = jdir.join("blocks");
                 // Blocks are rare: the writeback thread sleeps until one comes.
-                let no_wait =
-                    JournalOptions { segment_bytes: 1 << 20, flusher_spin: Duration::ZERO, writeback_delay: Duration::ZERO, ..jcfg };
+                let no_wait = JournalOptions {
+                    segment_bytes: 1 << 20,
+                    flusher_spin: Duration::ZERO,
+                    writeback_delay: Duration::ZERO,
+                    sync_interval: Duration::ZERO,
+                    ..jcfg
+                };
                 let blocks = Journal::open(&dir, no_wait).map_err(|e| err(&dir, e))?;
                 Ok((journals, blocks))
             })

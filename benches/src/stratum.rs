@@ -62,6 +62,10 @@ pub struct Args {
     /// Polling mode of the shard and of the baseline.
     #[arg(long, value_enum, default_value_t = crate::gateway::PollArg::Park)]
     pub poll: crate::gateway::PollArg,
+    /// Least time between two syncs of the share journal, ms (the engine's
+    /// `stratum.journal_sync_interval_ms`; 0: back to back).
+    #[arg(long, default_value_t = 100)]
+    pub sync_interval_ms: u64,
     /// Offered share rate of the latency runs, shares/s.
     #[arg(long, default_value_t = 50_000.0)]
     pub rate: f64,
@@ -89,6 +93,8 @@ pub struct ServerArgs {
     /// Where the share journal goes.
     #[arg(long)]
     pub dir: std::path::PathBuf,
+    #[arg(long, default_value_t = 100)]
+    pub sync_interval_ms: u64,
 }
 
 fn bench_job(id: u64) -> Arc<Job> {
@@ -171,7 +177,7 @@ pub fn server_main(a: &ServerArgs) -> Result<()> {
     // As `otedama engine` runs share journals (`stratum.journal_segment_bytes`,
     // `stratum.journal_sync_interval_ms`).
     cfg.journal.segment_bytes = 16 << 20;
-    cfg.journal.sync_interval = Duration::from_millis(100);
+    cfg.journal.sync_interval = Duration::from_millis(a.sync_interval_ms);
     let (tx, rx) = mpsc::channel();
     let server = StratumServer::start(cfg, vec![], rx)?;
     let mut next = 1u64;
@@ -252,6 +258,7 @@ impl Server {
         // preparation, job fan-out) share the load generators' core: the
         // shard's core runs the shard alone.
         cmd.arg(format!("--housekeeping-core={}", a.client_core));
+        cmd.arg(format!("--sync-interval-ms={}", a.sync_interval_ms));
         cmd.arg(format!("--poll={}", if a.poll == crate::gateway::PollArg::Spin { "spin" } else { "park" }));
         if baseline {
             cmd.arg("--baseline");

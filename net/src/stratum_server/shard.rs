@@ -678,7 +678,7 @@ impl Shard {
         let mut events = std::mem::take(&mut self.events);
         let Shard { conns, jobs, extranonces, unix, .. } = self;
         let conn = &mut conns[slot as usize];
-        let mut claimer = Claimer { en1s: extranonces, who: claimant(slot, conn.ip), displaced: None };
+        let mut claimer = Claimer { en1s: extranonces, slot, ip: conn.ip, displaced: None };
         match std::str::from_utf8(line) {
             Ok(text) => conn.session.on_line(text, jobs, &mut claimer, *unix, &mut events),
             Err(_) => events.push(Event::Line("{\"id\":null,\"result\":null,\"error\":[20,\"Request is not UTF-8\",null]}\n".into())),
@@ -1056,13 +1056,14 @@ fn error_code(line: &str) -> Option<u32> {
 /// whom a resume displaced.
 struct Claimer<'a> {
     en1s: &'a mut ShardExtranonces,
-    who: Claimant,
+    slot: u32,
+    ip: Option<IpAddr>,
     displaced: Option<u32>,
 }
 
 impl Extranonce1s for Claimer<'_> {
     fn claim(&mut self, wanted: Option<&[u8]>) -> Vec<u8> {
-        let (en1, displaced) = self.en1s.claim_for(wanted, self.who);
+        let (en1, displaced) = self.en1s.claim_for(wanted, claimant(self.slot, self.ip));
         self.displaced = displaced;
         en1
     }

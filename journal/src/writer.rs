@@ -1086,7 +1086,8 @@ fn writeback(s: Arc<Shared>) {
         let due = batch && (interval.is_zero() || asked || stopping || last_sync.is_none_or(|t| t.elapsed() >= interval));
         if committed > visible || (unsynced && due) {
             let io = s.io_lock.lock().expect("lock");
-            let started = Instant::now();
+            // The clock is read only when syncs are spaced.
+            let started = (due && !interval.is_zero()).then(Instant::now);
             let result = s.write_back(committed).and_then(|_| {
                 if due {
                     let prev = s.ctl.durable_seq();
@@ -1101,7 +1102,7 @@ fn writeback(s: Arc<Shared>) {
                 return;
             }
             if due {
-                last_sync = Some(started);
+                last_sync = started;
                 unsynced = false;
             } else if batch {
                 unsynced = true;

@@ -130,11 +130,10 @@ pub struct Session {
     extranonce_subscribed: bool,
     /// (job id, easiest difficulty in force since it was sent), newest last.
     job_difficulty: Vec<(u64, f64)>,
-    /// The extranonce1 was changed (`mining.set_extranonce`): a job not in
-    /// `job_difficulty` was sent under an earlier extranonce1 and is stale.
-    extranonce_changed: bool,
     /// How many times the extranonce1 changed, and the value before the
-    /// last change (a share verified off the shard may have been built on it).
+    /// last change (a share verified off the shard may have been built on
+    /// it). Once it has changed, a job not in `job_difficulty` was sent
+    /// under an earlier value and is stale.
     extranonce1_generation: u32,
     previous_extranonce1: Option<Vec<u8>>,
     /// The last difficulty turned into a target, and that target (the
@@ -202,7 +201,6 @@ impl Session {
             version_mask: 0,
             extranonce_subscribed: false,
             job_difficulty: Vec::new(),
-            extranonce_changed: false,
             extranonce1_generation: 0,
             previous_extranonce1: None,
             target_cache: None,
@@ -268,7 +266,6 @@ impl Session {
         self.previous_extranonce1 = self.extranonce1.replace(en1);
         self.extranonce1_generation = self.extranonce1_generation.wrapping_add(1);
         self.job_difficulty.clear();
-        self.extranonce_changed = true;
         if !self.workers.is_empty() {
             self.send_latest(jobs, out);
         }
@@ -421,7 +418,9 @@ impl Session {
         };
         let difficulty = match self.job_difficulty.iter().rev().find(|(j, _)| *j == s.job_id) {
             Some((_, d)) => *d,
-            None if self.extranonce_changed => return out.push(reply_err(id, 21, "Job not found (sent before the extranonce changed)")),
+            None if self.previous_extranonce1.is_some() => {
+                return out.push(reply_err(id, 21, "Job not found (sent before the extranonce changed)"));
+            }
             None => self.difficulty,
         };
         if s.extranonce2.len() != self.rules.extranonce2_size {

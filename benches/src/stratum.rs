@@ -559,7 +559,7 @@ pub fn run(a: &Args) -> Result<Value> {
     let line = json!({
         "bench": "stratum",
         "machine": harness::machine(),
-        "server_core": a.server_core, "client_core": a.client_core, "poll": poll,
+        "server_core": a.server_core, "client_core": a.client_core, "poll": poll, "sync_interval_ms": a.sync_interval_ms,
         "connections": target,
         "memory": mem,
         "bytes_per_connection": max_mem,

@@ -36,7 +36,13 @@ const OP_CANCEL: u64 = 5;
 const BUF_GROUP: u16 = 1;
 /// Longest a closing connection may take to flush its last lines.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Every connection's timeouts are checked once in this period...
 const TIMER_EVERY: Duration = Duration::from_millis(250);
+/// ...in this many slices, one slice per tick: a pass over every
+/// connection at once held the shard for 150 µs to 1 ms at 19,000 sessions
+/// (measured), and every share arriving meanwhile waited for it.
+const TIMER_SLICES: u32 = 16;
+const TIMER_TICK: Duration = Duration::from_nanos(TIMER_EVERY.as_nanos() as u64 / TIMER_SLICES as u64);
 /// A shard journal with nothing to record writes a heartbeat this often.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// A queue whose buffer grew past this is given back once it drains.
@@ -129,6 +135,8 @@ pub(crate) struct Shard {
     /// monotonic clock (one clock read per turn, not two).
     epoch: (Instant, u64),
     last_timer: Instant,
+    /// The next connection slot the timer slices check.
+    timer_cursor: u32,
     stopping: Option<Instant>,
     cqes: Vec<(u64, i32, u32)>,
     report: ShardReport,
@@ -175,6 +183,7 @@ impl Shard {
             unix: 0,
             epoch: (now, SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())),
             last_timer: now,
+            timer_cursor: 0,
             stopping: None,
             cqes: Vec::with_capacity(1024),
             report: ShardReport::default(),
@@ -246,7 +255,7 @@ impl Shard {
             Poll::Park => {
                 self.waker.going_to_sleep();
                 if self.job_rx.is_empty() && self.verified.is_empty() && self.ring.completion().is_empty() {
-                    let ts = types::Timespec::new().nsec(TIMER_EVERY.as_nanos() as u32);
+                    let ts = types::Timespec::new().nsec(TIMER_TICK.as_nanos() as u32);
                     let args = types::SubmitArgs::new().timespec(&ts);
                     let _ = self.ring.submitter().submit_with_args(1, &args);
                 }
@@ -282,7 +291,7 @@ impl Shard {
             }
         }
         self.flush_sends();
-        if self.now.duration_since(self.last_timer) >= TIMER_EVERY {
+        if self.now.duration_since(self.last_timer) >= TIMER_TICK {
             self.last_timer = self.now;
             self.timers()?;
         }
@@ -967,9 +976,15 @@ impl Shard {
         self.counters.connections_closed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One slice of the timeout checks: the next `1/TIMER_SLICES` of the
+    /// connection table from where the last slice stopped.
     fn timers(&mut self) -> Result<(), String> {
         let now = self.now;
-        for slot in 0..self.conns.len() as u32 {
+        let len = self.conns.len() as u32;
+        let start = self.timer_cursor.min(len);
+        let end = start.saturating_add(len.div_ceil(TIMER_SLICES)).min(len);
+        self.timer_cursor = if end >= len { 0 } else { end };
+        for slot in start..end {
             let c = &self.conns[slot as usize];
             if !c.open || c.closing {
                 continue;

@@ -16,6 +16,7 @@ pub const REGISTRY: &[(u16, &str, &str, &str)] = &[
     (0x0310, "devnet_block", "net", "a block the embedded devnet accepted, as submitted (engine/CHAIN.md)"),
     (0x0320, "share", "net", "an accepted Stratum share, written by the I/O shard that judged it (net/STRATUM.md)"),
     (0x0330, "miner_account", "net", "a payout address given a ledger account on its first authorize (net/STRATUM.md)"),
+    (0x0331, "miner_account_created", "net", "ledger accounts the engine confirmed for miners (net/STRATUM.md)"),
     (0x0400, "session_open", "net", "an order-entry login the engine accepted: key, role, account, flags (net/PROTOCOL.md)"),
     (0x0401, "session_close", "net", "an order-entry session ended (net/PROTOCOL.md)"),
     (0x0402, "session_register", "net", "the engine learnt of an API key: its messages are numbered from here (net/PROTOCOL.md)"),
@@ -30,6 +31,7 @@ pub const BLOCK_FOUND: u16 = 0x0300;
 pub const DEVNET_BLOCK: u16 = 0x0310;
 pub const SHARE: u16 = 0x0320;
 pub const MINER_ACCOUNT: u16 = 0x0330;
+pub const MINER_ACCOUNT_CREATED: u16 = 0x0331;
 pub const SESSION_OPEN: u16 = 0x0400;
 pub const SESSION_CLOSE: u16 = 0x0401;
 pub const SESSION_REGISTER: u16 = 0x0402;

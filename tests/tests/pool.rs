@@ -231,6 +231,34 @@ fn a_stratum_miner_finds_devnet_blocks_through_the_engine() {
         }
     }
     assert!(created, "the engine created account 10,000 for the miner");
+    // The registry recorded that the engine has it...
+    let confirmed: Vec<u32> = journal_records(&data.join("pool/miners"), otedama_journal::kinds::MINER_ACCOUNT_CREATED)
+        .iter()
+        .flat_map(|p| otedama_net::miner_accounts::decode_created(p).unwrap())
+        .collect();
+    assert_eq!(confirmed, vec![10_000]);
+    // ...so a restart does not send it again.
+    let mut c = otedama();
+    c.args(["--data-dir", data.to_str().unwrap(), "--gateway-listen", "127.0.0.1:0", "--pool-devnet-rpc", "127.0.0.1:0"]);
+    c.args(["--stratum-host", "127.0.0.1", "--stratum-port", "0", "engine"]);
+    let mut e = Spawned::start(c);
+    e.wait_for_line("pool chain side");
+    // The registry sends its unconfirmed accounts within 100 ms of starting;
+    // given well over that, a resend would be in the exchange journal.
+    std::thread::sleep(Duration::from_millis(1500));
+    e.signal(libc::SIGTERM);
+    let (status, out) = e.finish();
+    assert!(status.success(), "{out}");
+    let mut r = otedama_journal::Reader::open(data.join("exchange"), 0, otedama_journal::ReaderOptions::default()).unwrap();
+    let mut creates = 0;
+    while let Some(rec) = r.try_next().unwrap() {
+        if rec.kind == otedama_journal::kinds::EXCHANGE_COMMAND {
+            let (_, _, body) = otedama_net::sessions::split_envelope(rec.version, rec.payload).unwrap();
+            let c = otedama_engine::codec::decode_command(body).unwrap();
+            creates += matches!(c.kind, otedama_engine::CommandKind::CreateAccount { account } if account.0 == 10_000) as u32;
+        }
+    }
+    assert_eq!(creates, 1, "CreateAccount 10,000 sent once over two runs");
 }
 
 #[test]

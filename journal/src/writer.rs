@@ -158,37 +158,70 @@ pub struct WriterStats {
 /// records.
 struct Stage {
     map: memmap2::MmapMut,
-    /// Pages below this offset may not be faulted in yet.
-    faulted_from: usize,
+    /// Pages in `faulted.0..faulted.1` are faulted in; the others may not be.
+    faulted: (usize, usize),
 }
+
+/// How much of a resumed segment's stage an open with preparation held
+/// faults in at once, from the write position; the preparer faults in the
+/// rest once preparation is released ([`Stage::populate_rest`]).
+const RESUME_WINDOW: usize = 1 << 20;
 
 impl Stage {
     fn new(len: usize) -> std::io::Result<Stage> {
-        Stage::new_from(len, 0)
+        Stage::new_from(len, 0, len)
     }
 
-    /// A stage whose pages are faulted in from offset `from` on: the
-    /// writer never touches the bytes below it (an open resuming a
-    /// segment at `from`), so they need no memory.
-    fn new_from(len: usize, from: usize) -> std::io::Result<Stage> {
+    /// A stage whose pages are faulted in from offset `from` up to `upto`:
+    /// the writer never touches the bytes below `from` (an open resuming a
+    /// segment there), so they need no memory; the pages from `upto` on
+    /// are faulted in later ([`Stage::populate_rest`]) or by the writer's
+    /// own first touch.
+    fn new_from(len: usize, from: usize, upto: usize) -> std::io::Result<Stage> {
         let map = memmap2::MmapOptions::new().len(len).map_anon()?;
         // Fewer TLB misses for a writer sweeping hundreds of MiB; advisory.
         let _ = map.advise(memmap2::Advice::HugePage);
-        let mut stage = Stage { map, faulted_from: len };
-        stage.fault_in(from & !4095);
+        let from = from & !4095;
+        let mut stage = Stage { map, faulted: (from, from) };
+        stage.touch(from, upto.min(len));
+        stage.faulted.1 = upto.min(len).max(from);
         Ok(stage)
     }
 
-    /// Faults in every page from `from` on that is not yet.
-    fn fault_in(&mut self, from: usize) {
-        for off in (from..self.faulted_from).step_by(4096) {
-            // SAFETY: in bounds; touching every page now means the writer
-            // never takes a page fault later. What the stage held there is
-            // past any write head (a fresh stage, or a reused one whose
-            // bytes mean nothing any more).
+    /// Writes a zero into each page of `from..to`.
+    fn touch(&mut self, from: usize, to: usize) {
+        for off in (from..to).step_by(4096) {
+            // SAFETY: in bounds; the caller owns the stage (nobody writes
+            // it meanwhile). What the stage held there is past any write
+            // head (a fresh stage, or a reused one whose bytes mean
+            // nothing any more).
             unsafe { self.map.as_mut_ptr().add(off).write_volatile(0) };
         }
-        self.faulted_from = self.faulted_from.min(from);
+    }
+
+    /// Faults in every page that is not yet, so the writer never takes a
+    /// page fault. The caller owns the stage.
+    fn fault_in_all(&mut self) {
+        let (lo, hi) = self.faulted;
+        self.touch(0, lo);
+        self.touch(hi, self.len());
+        self.faulted = (0, self.len());
+    }
+
+    /// Faults in the pages above the faulted range without writing them
+    /// (`MADV_POPULATE_WRITE`), so a writer may be using the stage
+    /// meanwhile. A kernel without it (before 5.14) leaves those pages to
+    /// fault in at the writer's first touch.
+    fn populate_rest(&mut self) {
+        let (hi, len) = (self.faulted.1, self.len());
+        if hi < len {
+            // SAFETY: a range inside our own mapping; populating never
+            // changes what the memory holds.
+            let rc = unsafe { libc::madvise(self.map.as_mut_ptr().add(hi).cast(), len - hi, libc::MADV_POPULATE_WRITE) };
+            if rc == 0 {
+                self.faulted.1 = len;
+            }
+        }
     }
 
     fn ptr(&self) -> *mut u8 {
@@ -310,6 +343,9 @@ struct Shared {
     prep_word: AtomicU32,
     /// Segment preparation held (`Options::hold_preparation`).
     prep_held: AtomicBool,
+    /// The segment an open with preparation held resumed in: the preparer
+    /// faults in the rest of its stage once released.
+    populate: Mutex<Option<Arc<Segment>>>,
     /// Signalled when the preparer has made a segment ready.
     ready_word: AtomicU32,
     prep_error: Mutex<Option<std::io::Error>>,
@@ -597,7 +633,11 @@ impl Journal {
                 // The writer reads back only the header from its stage
                 // (write-back starts at `end_offset`), so only the header is
                 // copied and only the pages from `end_offset` on are faulted in.
-                let stage = Stage::new_from(len, s.end_offset).map_err(io("allocate stage"))?;
+                // With preparation held (recovery), only a window from
+                // there: the preparer faults in the rest once released,
+                // after the replay that wants both cores.
+                let upto = if opts.hold_preparation { s.end_offset.saturating_add(RESUME_WINDOW) } else { len };
+                let stage = Stage::new_from(len, s.end_offset, upto).map_err(io("allocate stage"))?;
                 // SAFETY: fresh stage of `len` bytes; the header lies below `end_offset`.
                 unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), stage.ptr(), SEGMENT_HEADER_BYTES.min(s.end_offset)) };
                 let seg = Segment::new(s.region.clone(), stage, segment_name(s.header.first_seq), s.header.first_seq, s.end_offset);
@@ -675,6 +715,7 @@ impl Journal {
             sync_asked: AtomicBool::new(false),
             prep_word: AtomicU32::new(0),
             prep_held: AtomicBool::new(opts.hold_preparation),
+            populate: Mutex::new(opts.hold_preparation.then(|| cur.clone())),
             ready_word: AtomicU32::new(0),
             prep_error: Mutex::new(None),
             poisoned: AtomicBool::new(false),
@@ -1165,6 +1206,12 @@ fn preparer(s: Arc<Shared>) {
         if stopping {
             return;
         }
+        if !s.prep_held.load(Ordering::Acquire)
+            && let Some(seg) = s.populate.lock().expect("lock").take()
+            && let Some(st) = seg.stage.lock().expect("lock").as_mut()
+        {
+            st.populate_rest();
+        }
         // Keep `prepare_ahead` segments ready, one per pass so renames of
         // rolled segments are never starved by a fast writer.
         let mut failed = false;
@@ -1216,8 +1263,8 @@ fn take_stage(s: &Shared) -> std::io::Result<Stage> {
     match reused {
         Some(mut st) => {
             // A stage an open resumed in holds unfaulted pages below where
-            // it resumed; the next writer starts at the front.
-            st.fault_in(0);
+            // it resumed (and maybe above); the next writer starts at the front.
+            st.fault_in_all();
             // Only the header page must start zeroed: the writer lays every
             // record byte it commits (padding included), and nothing past
             // the write head is ever copied to the file.

@@ -296,6 +296,29 @@ fn an_open_with_preparation_held_prepares_nothing_until_released_or_a_roll_needs
 }
 
 #[test]
+fn a_resumed_stage_past_its_first_window_is_filled_in_while_the_writer_writes() {
+    // 8 MiB segments: an open with preparation held faults in 1 MiB of the
+    // resumed stage at once and the preparer the rest once released, while
+    // the writer is already writing there.
+    let opts = Options { segment_bytes: 8 << 20, durability: Durability::None, prepare_ahead: 1, ..Options::default() };
+    let storage = Arc::new(SimStorage::new());
+    let mut j = Journal::open_with(storage.clone(), opts.clone()).unwrap();
+    for _ in 0..1000 {
+        append_seq(&mut j, 200);
+    }
+    j.close().unwrap();
+    let mut j = Journal::open_with(storage.clone(), Options { hold_preparation: true, ..opts }).unwrap();
+    j.release_preparation();
+    // About 20 MiB: past the window, through the populated rest and two rolls.
+    for _ in 0..150_000 {
+        append_seq(&mut j, 200);
+    }
+    assert!(j.stats().rolls >= 2, "{:?}", j.stats());
+    j.close().unwrap();
+    assert_eq!(read_all_checked(storage, 200), 151_000);
+}
+
+#[test]
 fn a_sync_interval_spaces_group_commits_while_readers_see_records_at_once() {
     let storage = Arc::new(SimStorage::new());
     let interval = Duration::from_millis(400);

@@ -284,7 +284,17 @@ impl StratumServer {
                 let mut journals = Vec::new();
                 for i in 0..n {
                     let dir = jdir.join(format!("shares-{i}"));
-                    journals.push(Journal::open(&dir, jcfg.clone()).map_err(|e| err(&dir, e))?);
+                    // Segments are not zero-filled when created: that copies
+                    // a whole segment of zeros into the page cache and writes
+                    // it to the disk (on this core, every few seconds under
+                    // load), to spare syncs the conversion of unwritten
+                    // extents; share journals sync every
+                    // `journal_sync_interval_ms`, where that costs nothing
+                    // anyone waits for.
+                    let storage = otedama_journal::FileStorage::new(&dir)
+                        .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))?
+                        .with_prefault(false);
+                    journals.push(Journal::open_with(Arc::new(storage), jcfg.clone()).map_err(|e| err(&dir, e))?);
                 }
                 let dir = jdir.join("blocks");
                 // Blocks are rare: the writeback thread sleeps until one comes.

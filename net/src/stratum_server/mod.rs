@@ -284,13 +284,13 @@ impl StratumServer {
                 let mut journals = Vec::new();
                 for i in 0..n {
                     let dir = jdir.join(format!("shares-{i}"));
-                    // Segments are not zero-filled when created: that copies
-                    // a whole segment of zeros into the page cache and writes
-                    // it to the disk (on this core, every few seconds under
-                    // load), to spare syncs the conversion of unwritten
-                    // extents; share journals sync every
-                    // `journal_sync_interval_ms`, where that costs nothing
-                    // anyone waits for.
+                    // Segments are not zero-filled when created. The fill
+                    // copies a whole segment of zeros into the page cache
+                    // and writes it to the disk (on the housekeeping core,
+                    // every few seconds under load) to spare later syncs
+                    // the conversion of unwritten extents; these journals
+                    // sync every `journal_sync_interval_ms`, behind the
+                    // acknowledgements, so nobody waits for that.
                     let storage = otedama_journal::FileStorage::new(&dir)
                         .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))?
                         .with_prefault(false);

@@ -168,14 +168,14 @@ pub fn server_main(a: &ServerArgs) -> Result<()> {
     cfg.max_shares_per_job = 1 << 24;
     cfg.outbound_queue_bytes = 1 << 20;
     cfg.baseline = if a.baseline { Baseline::Echo } else { Baseline::Stratum };
-    // The share journal's writeback thread parks at once and wakes itself
-    // every millisecond: no syscall per share, and an idle pool costs it
-    // ~1,000 wake-ups a second (a 200 µs timer, as the gateway benchmark
-    // uses, costs 70 ms of CPU a second when idle).
+    // As `otedama engine` runs share journals (`stratum.journal_segment_bytes`,
+    // `stratum.journal_sync_interval_ms`, `stratum.journal_writeback_delay_us`):
+    // the writeback thread parks at once and wakes itself every millisecond,
+    // so no syscall per share, and an idle pool costs it ~1,000 wake-ups a
+    // second (a 200 µs timer, as the gateway benchmark uses, costs 70 ms of
+    // CPU a second when idle).
     cfg.journal.flusher_spin = Duration::ZERO;
     cfg.journal.writeback_delay = Duration::from_millis(1);
-    // As `otedama engine` runs share journals (`stratum.journal_segment_bytes`,
-    // `stratum.journal_sync_interval_ms`).
     cfg.journal.segment_bytes = 16 << 20;
     cfg.journal.sync_interval = Duration::from_millis(a.sync_interval_ms);
     let (tx, rx) = mpsc::channel();

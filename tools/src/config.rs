@@ -430,6 +430,10 @@ pub struct StratumConfig {
     /// without waiting for the disk; a power loss costs at most this long's
     /// shares plus one sync.
     pub journal_sync_interval_ms: u64,
+    /// How often a share journal's writeback thread wakes to copy new
+    /// records into the files (µs; 0: woken by every record). Shares never
+    /// wait for it; readers (the cold path) see records up to this late.
+    pub journal_writeback_delay_us: u64,
     /// Port for Stratum over TLS on `host` (0: none).
     pub tls_port: u16,
     /// PEM certificate chain and private key for TLS; both empty: a
@@ -465,6 +469,7 @@ impl Default for StratumConfig {
             confirm_wait_ms: 2000,
             journal_segment_bytes: 16 << 20,
             journal_sync_interval_ms: 100,
+            journal_writeback_delay_us: 1000,
             tls_port: 0,
             tls_cert: String::new(),
             tls_key: String::new(),
@@ -573,6 +578,13 @@ impl StratumConfig {
         c.journal = otedama_journal::Options {
             segment_bytes: self.journal_segment_bytes,
             sync_interval: ms(self.journal_sync_interval_ms),
+            // Its own timer, never a spin: the `[journal]` defaults (spin
+            // 50 µs, then a wake-up per record) suit the exchange journal,
+            // whose acknowledgements wait for it; at 50,000 shares/s they
+            // would keep a share journal's writeback thread spinning, a
+            // core's worth of CPU for nothing anyone waits on.
+            flusher_spin: std::time::Duration::ZERO,
+            writeback_delay: std::time::Duration::from_micros(self.journal_writeback_delay_us),
             ..journal
         };
         c.journal.validate()?;
@@ -884,6 +896,7 @@ overrides!(StratumOverrides {
     confirm_wait_ms: u64 = "stratum-confirm-wait-ms", "wait for a block on the nodes' tips, ms [env: OTEDAMA_STRATUM__CONFIRM_WAIT_MS]";
     journal_segment_bytes: u64 = "stratum-journal-segment-bytes", "share journal segment size [env: OTEDAMA_STRATUM__JOURNAL_SEGMENT_BYTES]";
     journal_sync_interval_ms: u64 = "stratum-journal-sync-interval-ms", "least time between share journal syncs, ms [env: OTEDAMA_STRATUM__JOURNAL_SYNC_INTERVAL_MS]";
+    journal_writeback_delay_us: u64 = "stratum-journal-writeback-delay-us", "share journal writeback timer, µs; 0: per record [env: OTEDAMA_STRATUM__JOURNAL_WRITEBACK_DELAY_US]";
     tls_port: u16 = "stratum-tls-port", "Stratum over TLS port, 0: none [env: OTEDAMA_STRATUM__TLS_PORT]";
     tls_cert: String = "stratum-tls-cert", "PEM certificate chain for TLS [env: OTEDAMA_STRATUM__TLS_CERT]";
     tls_key: String = "stratum-tls-key", "PEM private key for TLS [env: OTEDAMA_STRATUM__TLS_KEY]";

@@ -144,14 +144,7 @@ pub fn mine(args: MineArgs) -> Result<i32> {
         match m.next_message(Duration::from_millis(20)) {
             Ok(Some(Message::Answer { id, result })) => {
                 if submitted.remove(&id).is_some() {
-                    match result {
-                        Ok(serde_json::Value::Bool(true)) => accepted += 1,
-                        Err((21, _)) => stale += 1,
-                        other => {
-                            rejected += 1;
-                            eprintln!("otedama mine: share refused: {other:?}");
-                        }
-                    }
+                    tally(result, &mut accepted, &mut stale, &mut rejected);
                 }
             }
             Ok(Some(Message::Notify(_) | Message::SetDifficulty(_) | Message::SetVersionMask(_) | Message::SetExtranonce { .. })) => {
@@ -188,6 +181,22 @@ pub fn mine(args: MineArgs) -> Result<i32> {
         let _ = w.join();
     }
     let secs = started.elapsed().as_secs_f64();
+    // Shares already submitted are counted when their answers come (for up
+    // to 5 s), so the totals cover every share the pool judged.
+    let until = Instant::now() + Duration::from_secs(5);
+    while !submitted.is_empty() && Instant::now() < until {
+        let Some(m) = session.as_mut().filter(|m| !m.ended) else { break };
+        match m.next_message(Duration::from_millis(100)) {
+            Ok(Some(Message::Answer { id, result })) if submitted.remove(&id).is_some() => {
+                tally(result, &mut accepted, &mut stale, &mut rejected);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("otedama mine: connection lost: {e}");
+                break;
+            }
+        }
+    }
     let hashes = totals.hashes.load(Ordering::Relaxed);
     println!(
         "{}",
@@ -201,6 +210,18 @@ pub fn mine(args: MineArgs) -> Result<i32> {
         bail!("never connected to {addr}");
     }
     Ok(if rejected == 0 { 0 } else { 1 })
+}
+
+/// Counts one share's answer: accepted, stale (21) or refused.
+fn tally(result: Result<serde_json::Value, (i64, String)>, accepted: &mut u64, stale: &mut u64, rejected: &mut u64) {
+    match result {
+        Ok(serde_json::Value::Bool(true)) => *accepted += 1,
+        Err((21, _)) => *stale += 1,
+        other => {
+            *rejected += 1;
+            eprintln!("otedama mine: share refused: {other:?}");
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

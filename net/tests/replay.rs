@@ -95,3 +95,72 @@ fn a_tampered_events_record_is_a_mismatch() {
         other => panic!("expected a mismatch, got {other:?}"),
     }
 }
+
+/// Journals one setup command followed by `events` as its events record.
+fn journal_with_events_payload(dir: &std::path::Path, events: impl FnOnce(u64) -> Vec<u8>) -> u64 {
+    let mut j = Journal::open(dir, opts()).unwrap();
+    let mut buf = Vec::new();
+    let c = Workload::new(Mix::ExchangeCore, 12).setup()[0];
+    otedama_engine::codec::encode_command(&c, &mut buf);
+    let s = j.append(kinds::EXCHANGE_COMMAND, 1, 0, &buf).unwrap();
+    j.append(kinds::EXCHANGE_EVENTS, 1, 0, &events(s)).unwrap();
+    j.close().unwrap();
+    s
+}
+
+#[test]
+fn an_events_record_that_does_not_decode_is_a_decode_error() {
+    // The replay compares encodings; a record that is not a valid encoding
+    // must still be reported as what it is, by both replays.
+    type Payload = Box<dyn Fn(u64) -> Vec<u8>>;
+    let cases: [(&str, Payload); 3] = [
+        ("too short to name its command", Box::new(|_| vec![1, 2, 3])),
+        (
+            "an unknown event tag",
+            Box::new(|s| {
+                let mut b = s.to_le_bytes().to_vec();
+                b.extend_from_slice(&1u32.to_le_bytes());
+                b.push(0xee);
+                b
+            }),
+        ),
+        (
+            "a valid encoding with a byte left over",
+            Box::new(|s| {
+                let mut b = Vec::new();
+                otedama_engine::codec::encode_events(s, &[], &mut b);
+                b.push(0);
+                b
+            }),
+        ),
+    ];
+    for (what, payload) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let s = journal_with_events_payload(dir.path(), payload);
+        let mut r = Reader::open(dir.path(), 1, Default::default()).unwrap();
+        match replay(&mut r, &mut Exchange::new(limits())) {
+            Err(ReplayError::Decode { seq, .. }) => assert_eq!(seq, s + 1, "{what}"),
+            other => panic!("{what}: expected a decode error, got {other:?}"),
+        }
+        let r = Reader::open(dir.path(), 1, Default::default()).unwrap();
+        match otedama_net::sequencer::replay_pipelined(r, &mut Exchange::new(limits()), None) {
+            Err(ReplayError::Decode { seq, .. }) => assert_eq!(seq, s + 1, "{what}"),
+            other => panic!("{what}: expected a decode error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_events_record_for_another_command_is_missing_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = journal_with_events_payload(dir.path(), |s| {
+        let mut b = Vec::new();
+        otedama_engine::codec::encode_events(s + 7, &[], &mut b);
+        b
+    });
+    let mut r = Reader::open(dir.path(), 1, Default::default()).unwrap();
+    match replay(&mut r, &mut Exchange::new(limits())) {
+        Err(ReplayError::MissingEvents { seq }) => assert_eq!(seq, s),
+        other => panic!("expected missing events, got {other:?}"),
+    }
+}

@@ -17,6 +17,7 @@
 //! The byte layouts are in `journal/FORMAT.md`.
 
 pub mod control;
+pub mod cpus;
 pub mod format;
 pub mod kinds;
 pub mod reader;

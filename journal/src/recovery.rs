@@ -155,12 +155,13 @@ unsafe fn walk_segment(base: *const u8, len: usize, first_seq: u64) -> Walk {
     Walk { bad_checksum, offset, expected, stop }
 }
 
-/// [`walk_segment`] for every segment, on up to four threads: a restarting
+/// [`walk_segment`] for every segment, on up to four threads, free to run
+/// on every core even when the caller is pinned to one: a restarting
 /// engine waits for this pass with nothing else running yet, and each
 /// segment's walk needs nothing from the others (its header gives its
 /// first sequence).
 fn walk_all(regions: &[(u64, &Arc<dyn Region>)]) -> Vec<Walk> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4).min(regions.len());
+    let threads = crate::cpus::online().min(4).min(regions.len());
     // SAFETY (both walks below): each region maps `len()` bytes and lives
     // as long as `regions`, which outlives the calls.
     let walk = |(first, r): &(u64, &Arc<dyn Region>)| unsafe { walk_segment(r.ptr(), r.len(), *first) };
@@ -173,6 +174,7 @@ fn walk_all(regions: &[(u64, &Arc<dyn Region>)]) -> Vec<Walk> {
     std::thread::scope(|sc| {
         for _ in 0..threads {
             sc.spawn(|| {
+                crate::cpus::unpin_current_thread();
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(r) = regions.get(i) else { break };

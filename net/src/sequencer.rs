@@ -323,7 +323,7 @@ pub fn replay_pipelined(reader: Reader, exchange: &mut Exchange, mut book: Optio
             unsafe { libc::pthread_setname_np(libc::pthread_self(), c"replay-decode".as_ptr()) };
             // Free to run on any core (a pinned caller's affinity is
             // inherited): the point is to run beside the applier.
-            unpin_current_thread();
+            otedama_journal::cpus::unpin_current_thread();
             let mut reader = reader;
             // Ends when the applier stops taking batches (an error) or the
             // journal ends.
@@ -360,18 +360,4 @@ pub fn replay_pipelined(reader: Reader, exchange: &mut Exchange, mut book: Optio
         drop(full_rx);
         result
     })
-}
-
-/// Lets the calling thread run on every online CPU.
-fn unpin_current_thread() {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in
-    // bounds for indices below CPU_SETSIZE; the syscall reads the set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let n = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).clamp(1, libc::CPU_SETSIZE as libc::c_long) as usize;
-        for cpu in 0..n {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }

@@ -66,6 +66,10 @@ pub struct Args {
     /// `stratum.journal_sync_interval_ms`; 0: back to back).
     #[arg(long, default_value_t = 100)]
     pub sync_interval_ms: u64,
+    /// How often the share journal's writeback thread wakes, µs (the
+    /// engine's `stratum.journal_writeback_delay_us`).
+    #[arg(long, default_value_t = 1000)]
+    pub writeback_delay_us: u64,
     /// Offered share rate of the latency runs, shares/s.
     #[arg(long, default_value_t = 50_000.0)]
     pub rate: f64,
@@ -95,6 +99,8 @@ pub struct ServerArgs {
     pub dir: std::path::PathBuf,
     #[arg(long, default_value_t = 100)]
     pub sync_interval_ms: u64,
+    #[arg(long, default_value_t = 1000)]
+    pub writeback_delay_us: u64,
 }
 
 fn bench_job(id: u64) -> Arc<Job> {
@@ -170,12 +176,13 @@ pub fn server_main(a: &ServerArgs) -> Result<()> {
     cfg.baseline = if a.baseline { Baseline::Echo } else { Baseline::Stratum };
     // As `otedama engine` runs share journals (`stratum.journal_segment_bytes`,
     // `stratum.journal_sync_interval_ms`, `stratum.journal_writeback_delay_us`):
-    // the writeback thread parks at once and wakes itself every millisecond,
-    // so no syscall per share, and an idle pool costs it ~1,000 wake-ups a
+    // the writeback thread parks at once and wakes itself every
+    // `--writeback-delay-us` (the engine's default: every millisecond), so
+    // no syscall per share, and an idle pool costs it ~1,000 wake-ups a
     // second (a 200 µs timer, as the gateway benchmark uses, costs 70 ms of
     // CPU a second when idle).
     cfg.journal.flusher_spin = Duration::ZERO;
-    cfg.journal.writeback_delay = Duration::from_millis(1);
+    cfg.journal.writeback_delay = Duration::from_micros(a.writeback_delay_us);
     cfg.journal.segment_bytes = 16 << 20;
     cfg.journal.sync_interval = Duration::from_millis(a.sync_interval_ms);
     let (tx, rx) = mpsc::channel();
@@ -259,6 +266,7 @@ impl Server {
         // shard's core runs the shard alone.
         cmd.arg(format!("--housekeeping-core={}", a.client_core));
         cmd.arg(format!("--sync-interval-ms={}", a.sync_interval_ms));
+        cmd.arg(format!("--writeback-delay-us={}", a.writeback_delay_us));
         cmd.arg(format!("--poll={}", if a.poll == crate::gateway::PollArg::Spin { "spin" } else { "park" }));
         if baseline {
             cmd.arg("--baseline");
@@ -559,7 +567,7 @@ pub fn run(a: &Args) -> Result<Value> {
     let line = json!({
         "bench": "stratum",
         "machine": harness::machine(),
-        "server_core": a.server_core, "client_core": a.client_core, "poll": poll, "sync_interval_ms": a.sync_interval_ms,
+        "server_core": a.server_core, "client_core": a.client_core, "poll": poll, "sync_interval_ms": a.sync_interval_ms, "writeback_delay_us": a.writeback_delay_us,
         "connections": target,
         "memory": mem,
         "bytes_per_connection": max_mem,

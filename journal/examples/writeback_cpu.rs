@@ -4,7 +4,8 @@
 //! (no spin, a 1 ms timer). Batch durability, syncs spaced 100 ms, 150-byte
 //! records every 20 µs for 2 s, in the system temp directory.
 //!
-//! `cargo run --release -p otedama-journal --example writeback_cpu`
+//! `cargo run --release -p otedama-journal --example writeback_cpu [defaults|share]`
+//! (an argument runs only that setting, e.g. under a profiler)
 //!
 //! The journal threads' CPU is the process's (getrusage) minus the
 //! appending thread's own.
@@ -22,7 +23,11 @@ fn cpu_s(who: i32) -> f64 {
 
 fn main() {
     let settings = [("[journal] defaults: 50 µs spin, a wake-up per record", 50, 0), ("share journals: no spin, 1 ms timer", 0, 1000)];
-    for (name, spin_us, delay_us) in settings {
+    let only = std::env::args().nth(1);
+    for (i, (name, spin_us, delay_us)) in settings.into_iter().enumerate() {
+        if only.as_deref().is_some_and(|o| o != ["defaults", "share"][i]) {
+            continue;
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let opts = Options {
             segment_bytes: 16 << 20,

@@ -476,7 +476,7 @@ pub fn run(a: &Args) -> Result<Value> {
         acks99.push(r["ack_p99_us"].as_f64().unwrap_or(0.0));
         cpu_per.push(cpu as f64 / 1e3 / sent as f64);
         println!(
-            "  run {i}: {sent} shares (valid {}, duplicate {}, stale {}, low {}; every answer as expected) ack p50 {:.1} µs p99 {:.1} µs p99.9 {:.1} µs | server CPU {:.2} µs/share | sender lag max {:.0} µs",
+            "  run {i}: {sent} shares (valid {}, duplicate {}, stale {}, low {}; every answer as expected) ack p50 {:.1} µs p99 {:.1} µs p99.9 {:.1} µs | server CPU {:.2} µs/share | sender lag p99 {:.0} µs, max {:.0} µs",
             r["sent"]["valid"],
             r["sent"]["duplicate"],
             r["sent"]["stale"],
@@ -485,6 +485,7 @@ pub fn run(a: &Args) -> Result<Value> {
             r["ack_p99_us"].as_f64().unwrap_or(0.0),
             r["ack_p999_us"].as_f64().unwrap_or(0.0),
             cpu as f64 / 1e3 / sent as f64,
+            r["sender_lag_p99_us"].as_f64().unwrap_or(0.0),
             r["sender_lag_max_us"].as_f64().unwrap_or(0.0)
         );
     }
@@ -536,10 +537,12 @@ pub fn run(a: &Args) -> Result<Value> {
         b50.push(r["ack_p50_us"].as_f64().unwrap_or(0.0));
         b99.push(r["ack_p99_us"].as_f64().unwrap_or(0.0));
         println!(
-            "  baseline run {i}: echo p50 {:.1} µs p99 {:.1} µs | server CPU {:.2} µs/line",
+            "  baseline run {i}: echo p50 {:.1} µs p99 {:.1} µs | server CPU {:.2} µs/line | sender lag p99 {:.0} µs, max {:.0} µs",
             b50[i],
             b99[i],
-            cpu as f64 / 1e3 / sent_total(&r) as f64
+            cpu as f64 / 1e3 / sent_total(&r) as f64,
+            r["sender_lag_p99_us"].as_f64().unwrap_or(0.0),
+            r["sender_lag_max_us"].as_f64().unwrap_or(0.0)
         );
     }
     base.stop()?;

@@ -271,6 +271,9 @@ async fn run_async(a: LoadArgs) -> Result<Value> {
     let t0 = mono_ns() + 10_000_000;
     let mut en2s = vec![0u64; active];
     let mut lag_max = 0u64;
+    // How late each share left (the generator's own delay, part of its
+    // ack time): the client core's share of the latency.
+    let mut lags = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     let mut line = String::with_capacity(256);
     let burst = a.burst.max(1) as u64;
     // What each connection has to send this turn (one write each).
@@ -302,6 +305,7 @@ async fn run_async(a: LoadArgs) -> Result<Value> {
             if due > now {
                 break;
             }
+            lags.saturating_record((now - due).max(1));
             let i = ((k / burst) % active as u64) as usize;
             let kind = if a.dup_every > 0 && k % a.dup_every == a.dup_every - 1 {
                 Kind::Duplicate
@@ -366,6 +370,7 @@ async fn run_async(a: LoadArgs) -> Result<Value> {
         "wrong_answers": t.wrong, "wrong_example": t.wrong_example,
         "ack_p50_us": q(0.5), "ack_p99_us": q(0.99), "ack_p999_us": q(0.999), "ack_max_us": h.max() as f64 / 1e3,
         "sender_lag_max_us": lag_max as f64 / 1e3,
+        "sender_lag_p99_us": lags.value_at_quantile(0.99) as f64 / 1e3,
         "answered_per_sec": t.answered.iter().sum::<u64>() as f64 / (t.last_answer_ns.saturating_sub(t0) as f64 / 1e9).max(1e-9),
         "closed_by_pool": t.closed,
     }))

@@ -304,6 +304,22 @@ fn durability_part(a: &Args, runs: usize, secs: f64, io_poll: &str, engine_poll:
     Ok(out)
 }
 
+/// ns on CPU of this process's threads named `name` (schedstat): the
+/// in-process echo servers' cost, measured the way the engine's is.
+fn own_threads_cpu_ns(name: &str) -> u64 {
+    let mut total = 0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+                && let Ok(s) = std::fs::read_to_string(t.path().join("schedstat"))
+            {
+                total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
 /// The recovery figures alone (`--recovery-only`), or added to the rest.
 fn recovery_parts(a: &Args, runs: usize, secs: f64, io_poll: &str, engine_poll: &str) -> Result<Map<String, Value>> {
     let part = |p: &str| a.only.as_deref().is_none_or(|o| o == p);
@@ -386,6 +402,7 @@ pub fn run(a: &Args) -> Result<Value> {
     };
     let mut hs = (harness::histogram(), harness::histogram());
     let mut cpu_per_order = Vec::new();
+    let mut base_cpu_per_order = Vec::new();
     for run in 0..runs {
         // One session per run: each login is a new session name, so the
         // client_seq space starts fresh.
@@ -394,15 +411,20 @@ pub fn run(a: &Args) -> Result<Value> {
         let r = loadgen::run(&spec(engine.addr, vec![(t.id, t.secret)], 0, a.rate as f64, lat_secs, Mix::Ioc))?;
         let cpu = engine.cpu_ns() - cpu0;
         anyhow::ensure!(r.missing == 0 && r.throttled == 0 && r.rejected == 0, "engine run lost answers: {r:?}");
+        let done0 = loadgen::ECHO_THREADS_DONE.load(std::sync::atomic::Ordering::Acquire);
+        let bcpu0 = loadgen::ECHO_CPU_NS.load(std::sync::atomic::Ordering::Acquire);
         let b = loadgen::run(&spec(echo_addr, vec![], 1, a.rate as f64, lat_secs, Mix::Ioc))?;
+        // The run's one connection thread adds its CPU when it ends.
+        let bcpu = loadgen::echo_cpu_after(done0 + 1) - bcpu0;
         cpu_per_order.push(cpu as f64 / r.sent as f64);
+        base_cpu_per_order.push(bcpu as f64 / b.sent.max(1) as f64);
         for (key, h) in [("rtt", &r.rtt), ("base", &b.rtt)] {
             v.entry(if key == "rtt" { "rtt_p50" } else { "base_p50" }).or_default().push(h.value_at_quantile(0.5) as f64 / 1e3);
             v.entry(if key == "rtt" { "rtt_p99" } else { "base_p99" }).or_default().push(h.value_at_quantile(0.99) as f64 / 1e3);
             v.entry(if key == "rtt" { "rtt_p9999" } else { "base_p9999" }).or_default().push(h.value_at_quantile(0.9999) as f64 / 1e3);
         }
         println!(
-            "  run {}: engine p50 {:.1} p99 {:.1} p99.99 {:.1} µs | echo p50 {:.1} p99 {:.1} p99.99 {:.1} µs | engine CPU {:.0} ns/order | sender lag max {:.0} µs",
+            "  run {}: engine p50 {:.1} p99 {:.1} p99.99 {:.1} µs | echo p50 {:.1} p99 {:.1} p99.99 {:.1} µs | engine CPU {:.0} ns/order, echo {:.0} ns/order | sender lag max {:.0} µs",
             run + 1,
             r.rtt.value_at_quantile(0.5) as f64 / 1e3,
             r.rtt.value_at_quantile(0.99) as f64 / 1e3,
@@ -411,6 +433,7 @@ pub fn run(a: &Args) -> Result<Value> {
             b.rtt.value_at_quantile(0.99) as f64 / 1e3,
             b.rtt.value_at_quantile(0.9999) as f64 / 1e3,
             cpu as f64 / r.sent as f64,
+            base_cpu_per_order[run],
             r.sender_lag_max_us
         );
         hs.0.add(&r.rtt).ok();
@@ -424,7 +447,18 @@ pub fn run(a: &Args) -> Result<Value> {
     for run in 0..runs {
         let mut line = format!("  runtimes run {}:", run + 1);
         for (name, addr) in [("tokio", tokio_addr), ("glommio", glommio_addr), ("io_uring", uring_addr)] {
+            let thread = match name {
+                "tokio" => Some("tokio-echo"),
+                "io_uring" => Some("uring-echo"),
+                _ => None,
+            };
+            let c0 = thread.map(own_threads_cpu_ns);
             let r = loadgen::run(&spec(addr, vec![], 1, a.rate as f64, lat_secs, Mix::Ioc))?;
+            if let (Some(t), Some(c0)) = (thread, c0) {
+                v.entry(if name == "tokio" { "tokio_cpu" } else { "uring_cpu" })
+                    .or_default()
+                    .push((own_threads_cpu_ns(t) - c0) as f64 / r.sent.max(1) as f64);
+            }
             let (p50, p99) = (r.rtt.value_at_quantile(0.5) as f64 / 1e3, r.rtt.value_at_quantile(0.99) as f64 / 1e3);
             let (k50, k99) = match name {
                 "tokio" => ("tokio_p50", "tokio_p99"),
@@ -514,14 +548,21 @@ pub fn run(a: &Args) -> Result<Value> {
     let (b50, _) = m("base_p50");
     let (b99, _) = m("base_p99");
     let (cpu_med, _) = median_spread(&cpu_per_order);
+    let (base_cpu_med, _) = median_spread(&base_cpu_per_order);
     let (t50, _) = m("tokio_p50");
     let (t99, _) = m("tokio_p99");
     let (g50, _) = m("glommio_p50");
     let (g99, _) = m("glommio_p99");
     let (u50, _) = m("uring_p50");
     let (u99, _) = m("uring_p99");
+    let (tcpu, _) = m("tokio_cpu");
+    let (ucpu, _) = m("uring_cpu");
     println!(
         "  runtimes (the same echo, same core, same load; medians): std threads p50 {b50:.1} / p99 {b99:.1} µs, tokio {t50:.1} / {t99:.1} µs, glommio {g50:.1} / {g99:.1} µs, raw io_uring {u50:.1} / {u99:.1} µs; the io_uring gateway with the engine {p50:.1} / {p99:.1} µs"
+    );
+    println!(
+        "  server CPU per order at {} orders/s (medians): the gateway with the engine {cpu_med:.0} ns, std-threads echo {base_cpu_med:.0} ns, tokio echo {tcpu:.0} ns, raw io_uring echo {ucpu:.0} ns",
+        a.rate
     );
     println!(
         "  medians: engine p50 {p50:.1} µs, p99 {p99:.1} µs, p99.99 {p9999:.1} µs | echo p50 {b50:.1} µs, p99 {b99:.1} µs | ratio p50 {:.2}×, p99 {:.2}×",
@@ -529,7 +570,7 @@ pub fn run(a: &Args) -> Result<Value> {
         p99 / b99
     );
     println!(
-        "  sustained {best} orders/s (the plain echo: {base_best}/s); engine CPU {cpu_med:.0} ns/order at {} orders/s, {best_cpu:.0} ns/order at {best}/s",
+        "  sustained {best} orders/s (the plain echo: {base_best}/s); engine CPU {cpu_med:.0} ns/order at {} orders/s (the plain echo: {base_cpu_med:.0}), {best_cpu:.0} ns/order at {best}/s",
         a.rate
     );
     println!("  stall meter on core {}: p99 {:.0} µs, max {:.0} µs", a.engine_core, stalls.p99_us, stalls.max_us);
@@ -558,6 +599,9 @@ pub fn run(a: &Args) -> Result<Value> {
     out.insert("orders_per_sec_max".into(), json!(best));
     out.insert("baseline_orders_per_sec_max".into(), json!(base_best));
     out.insert("server_cpu_ns_per_order".into(), json!(cpu_med));
+    out.insert("baseline_cpu_ns_per_order".into(), json!(base_cpu_med));
+    out.insert("runtime_echo_tokio_cpu_ns_per_order".into(), json!(tcpu));
+    out.insert("runtime_echo_io_uring_cpu_ns_per_order".into(), json!(ucpu));
     out.insert("server_cpu_ns_per_order_at_max".into(), json!(best_cpu));
     out.insert("stall_p99_us".into(), json!(stalls.p99_us));
     out.insert("stall_max_us".into(), json!(stalls.max_us));

@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -250,6 +250,28 @@ pub fn answer_orders(inb: &mut [u8], len: usize, out: &mut Vec<u8>) -> usize {
     len - pos
 }
 
+/// CPU time (ns) of the plain echo's connection threads that have ended,
+/// and how many have ended: each adds its own when its connection closes.
+pub static ECHO_CPU_NS: AtomicU64 = AtomicU64::new(0);
+pub static ECHO_THREADS_DONE: AtomicU64 = AtomicU64::new(0);
+
+fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Waits (up to 2 s) until `n` echo connection threads have ended in all,
+/// and returns their CPU time so far, ns.
+pub fn echo_cpu_after(n: u64) -> u64 {
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while ECHO_THREADS_DONE.load(Ordering::Acquire) < n && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    ECHO_CPU_NS.load(Ordering::Acquire)
+}
+
 /// The plain baseline: a TCP server that answers each 48-byte order frame
 /// with a 68-byte frame shaped like Accepted (echoing `client_seq`), one
 /// thread per connection, blocking (`spin` = false) or busy-polling.
@@ -292,6 +314,8 @@ pub fn echo_server(core: Option<usize>, spin: bool) -> Result<(SocketAddr, Arc<A
                         Err(_) => break,
                     }
                 }
+                ECHO_CPU_NS.fetch_add(thread_cpu_ns(), Ordering::AcqRel);
+                ECHO_THREADS_DONE.fetch_add(1, Ordering::AcqRel);
             });
         }
     })?;

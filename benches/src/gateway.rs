@@ -139,6 +139,20 @@ impl EngineProc {
         Ok(EngineProc { child, addr })
     }
 
+    /// ns on CPU of the process's threads, summed by thread name (schedstat).
+    fn cpu_ns_by_thread(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut by = std::collections::BTreeMap::new();
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) {
+            for t in tasks.flatten() {
+                let name = std::fs::read_to_string(t.path().join("comm")).map(|c| c.trim_end().to_string()).unwrap_or_default();
+                if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                    *by.entry(name).or_insert(0) += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                }
+            }
+        }
+        by
+    }
+
     /// ns on CPU of every thread of the process (schedstat).
     fn cpu_ns(&self) -> u64 {
         let mut total = 0;
@@ -401,6 +415,8 @@ pub fn run(a: &Args) -> Result<Value> {
         flags: 0,
     };
     let mut hs = (harness::histogram(), harness::histogram());
+    let by_thread0 = engine.cpu_ns_by_thread();
+    let mut latency_orders = 0u64;
     let mut cpu_per_order = Vec::new();
     let mut base_cpu_per_order = Vec::new();
     for run in 0..runs {
@@ -417,6 +433,7 @@ pub fn run(a: &Args) -> Result<Value> {
         // The run's one connection thread adds its CPU when it ends.
         let bcpu = loadgen::echo_cpu_after(done0 + 1) - bcpu0;
         cpu_per_order.push(cpu as f64 / r.sent as f64);
+        latency_orders += r.sent;
         base_cpu_per_order.push(bcpu as f64 / b.sent.max(1) as f64);
         for (key, h) in [("rtt", &r.rtt), ("base", &b.rtt)] {
             v.entry(if key == "rtt" { "rtt_p50" } else { "base_p50" }).or_default().push(h.value_at_quantile(0.5) as f64 / 1e3);
@@ -439,6 +456,16 @@ pub fn run(a: &Args) -> Result<Value> {
         hs.0.add(&r.rtt).ok();
         hs.1.add(&b.rtt).ok();
     }
+    // Where the engine process's CPU went over those runs, by thread
+    // (the echo runs in between cost the engine only its idle timers).
+    let split: Vec<String> = engine
+        .cpu_ns_by_thread()
+        .into_iter()
+        .map(|(name, ns)| (name.clone(), ns.saturating_sub(by_thread0.get(&name).copied().unwrap_or(0))))
+        .filter(|(_, ns)| *ns > 0)
+        .map(|(name, ns)| format!("{name} {:.0}", ns as f64 / latency_orders.max(1) as f64))
+        .collect();
+    println!("  engine CPU by thread over the latency runs, ns per order: {}", split.join(", "));
     // The same echo on tokio (current thread) and glommio, same core, same
     // load: what the runtime alone costs (ARCHITECTURE.md, the runtime choice).
     let tokio_addr = crate::runtimes::tokio_echo(Some(a.io_core))?;

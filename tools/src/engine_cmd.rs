@@ -28,7 +28,12 @@ pub fn exchange_journal_dir(data_dir: &Path) -> std::path::PathBuf {
 fn recover(cfg: &Config) -> Result<(EngineState, Journal, RecoveryReport, Snapshots)> {
     let dir = exchange_journal_dir(&cfg.data_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let storage = Arc::new(FileStorage::new(&dir).with_context(|| format!("opening {}", dir.display()))?);
+    // New segments are zero-filled only under a policy that syncs: the fill
+    // spares each later fdatasync the conversion of unwritten extents, which
+    // a journal that never syncs (`none`) never pays, while the fill itself
+    // doubles what the disk writes.
+    let syncs = cfg.journal.durability != otedama_journal::Durability::None;
+    let storage = Arc::new(FileStorage::new(&dir).with_context(|| format!("opening {}", dir.display()))?.with_prefault(syncs));
     let snaps = Snapshots::open(&dir, cfg.journal.snapshots_keep).with_context(|| format!("snapshots in {}", dir.display()))?;
     let (state, journal, rep) = otedama_net::recovery::recover(storage, cfg.journal.options(), Some(&snaps), cfg.engine.limits())
         .with_context(|| format!("recovering the exchange journal in {}", dir.display()))?;

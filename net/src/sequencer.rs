@@ -127,7 +127,7 @@ enum Step {
     Register(SessionOpen),
     Close(u64),
     /// A command, its origin, and its journaled events record's payload
-    /// (`Batch::events[from..to]`, as stored: `journal/FORMAT.md`).
+    /// (`Batch::events[from..to]`, as stored: `engine/FORMAT.md`).
     Command {
         seq: u64,
         origin_key: u64,

@@ -139,31 +139,14 @@ impl EngineProc {
         Ok(EngineProc { child, addr })
     }
 
-    /// ns on CPU of the process's threads, summed by thread name (schedstat).
+    /// ns on CPU of the process's threads, summed by thread name.
     fn cpu_ns_by_thread(&self) -> std::collections::BTreeMap<String, u64> {
-        let mut by = std::collections::BTreeMap::new();
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) {
-            for t in tasks.flatten() {
-                let name = std::fs::read_to_string(t.path().join("comm")).map(|c| c.trim_end().to_string()).unwrap_or_default();
-                if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                    *by.entry(name).or_insert(0) += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                }
-            }
-        }
-        by
+        threads_cpu_ns(&format!("/proc/{}/task", self.child.id()))
     }
 
-    /// ns on CPU of every thread of the process (schedstat).
+    /// ns on CPU of every thread of the process.
     fn cpu_ns(&self) -> u64 {
-        let mut total = 0;
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) {
-            for t in tasks.flatten() {
-                if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                    total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                }
-            }
-        }
-        total
+        self.cpu_ns_by_thread().values().sum()
     }
 
     pub(crate) fn stop(mut self) -> Result<()> {
@@ -318,20 +301,23 @@ fn durability_part(a: &Args, runs: usize, secs: f64, io_poll: &str, engine_poll:
     Ok(out)
 }
 
-/// ns on CPU of this process's threads named `name` (schedstat): the
-/// in-process echo servers' cost, measured the way the engine's is.
-fn own_threads_cpu_ns(name: &str) -> u64 {
-    let mut total = 0;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for t in tasks.flatten() {
-            if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
-                && let Ok(s) = std::fs::read_to_string(t.path().join("schedstat"))
-            {
-                total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            }
+/// ns on CPU of the threads under `tasks` (a `/proc/PID/task` directory),
+/// summed by thread name (each thread's `schedstat` run time).
+fn threads_cpu_ns(tasks: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut by = std::collections::BTreeMap::new();
+    for t in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+        let name = std::fs::read_to_string(t.path().join("comm")).map(|c| c.trim_end().to_string()).unwrap_or_default();
+        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+            *by.entry(name).or_insert(0) += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         }
     }
-    total
+    by
+}
+
+/// ns on CPU of this process's threads named `name`: the in-process echo
+/// servers' cost, measured the way the engine's is.
+fn own_threads_cpu_ns(name: &str) -> u64 {
+    threads_cpu_ns("/proc/self/task").get(name).copied().unwrap_or(0)
 }
 
 /// The recovery figures alone (`--recovery-only`), or added to the rest.

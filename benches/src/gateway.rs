@@ -384,6 +384,11 @@ pub fn run(a: &Args) -> Result<Value> {
     ks.save(&otedama_net::keys::path_in(dir.path()))?;
     let engine = EngineProc::start(dir.path(), (a.io_core, a.engine_core), io_poll, engine_poll, "none")?;
     setup(engine.addr, (admin_key.id, admin_key.secret), traders.len() as u32)?;
+    // The engine shard's own busy time per order (EngineStats over an admin
+    // session, quiet between readings): what one engine core spends per
+    // order once the I/O shards have cores of their own.
+    let quiet = otedama_net::client::LoginOptions { next_seq: 0, flags: 0, heartbeat_ms: 60_000 };
+    let mut stats = Client::login_with(engine.addr, admin_key.id, admin_key.secret, quiet)?;
     let (echo_addr, echo_stop) = loadgen::echo_server(Some(a.io_core), spin)?;
 
     let stall = StallMeter::start(Some(a.engine_core), Duration::from_millis(1));
@@ -409,9 +414,14 @@ pub fn run(a: &Args) -> Result<Value> {
         // One session per run: each login is a new session name, so the
         // client_seq space starts fresh.
         let t = &traders[run % traders.len()];
+        stats.engine_stats(true)?;
         let cpu0 = engine.cpu_ns();
         let r = loadgen::run(&spec(engine.addr, vec![(t.id, t.secret)], 0, a.rate as f64, lat_secs, Mix::Ioc))?;
         let cpu = engine.cpu_ns() - cpu0;
+        let st = stats.engine_stats(true)?;
+        let busy_per_order = st.busy_ns as f64 / st.count.max(1) as f64;
+        v.entry("engine_busy").or_default().push(busy_per_order);
+        v.entry("engine_service_p50").or_default().push(st.p50_ns as f64);
         anyhow::ensure!(r.missing == 0 && r.throttled == 0 && r.rejected == 0, "engine run lost answers: {r:?}");
         let done0 = loadgen::ECHO_THREADS_DONE.load(std::sync::atomic::Ordering::Acquire);
         let bcpu0 = loadgen::ECHO_CPU_NS.load(std::sync::atomic::Ordering::Acquire);
@@ -427,7 +437,7 @@ pub fn run(a: &Args) -> Result<Value> {
             v.entry(if key == "rtt" { "rtt_p9999" } else { "base_p9999" }).or_default().push(h.value_at_quantile(0.9999) as f64 / 1e3);
         }
         println!(
-            "  run {}: engine p50 {:.1} p99 {:.1} p99.99 {:.1} µs | echo p50 {:.1} p99 {:.1} p99.99 {:.1} µs | engine CPU {:.0} ns/order, echo {:.0} ns/order | sender lag max {:.0} µs",
+            "  run {}: engine p50 {:.1} p99 {:.1} p99.99 {:.1} µs | echo p50 {:.1} p99 {:.1} p99.99 {:.1} µs | engine CPU {:.0} ns/order (engine shard busy {:.0}), echo {:.0} ns/order | sender lag max {:.0} µs",
             run + 1,
             r.rtt.value_at_quantile(0.5) as f64 / 1e3,
             r.rtt.value_at_quantile(0.99) as f64 / 1e3,
@@ -436,6 +446,7 @@ pub fn run(a: &Args) -> Result<Value> {
             b.rtt.value_at_quantile(0.99) as f64 / 1e3,
             b.rtt.value_at_quantile(0.9999) as f64 / 1e3,
             cpu as f64 / r.sent as f64,
+            busy_per_order,
             base_cpu_per_order[run],
             r.sender_lag_max_us
         );
@@ -493,6 +504,7 @@ pub fn run(a: &Args) -> Result<Value> {
     let keys: Vec<(u64, [u8; 32])> = traders.iter().map(|t| (t.id, t.secret)).collect();
     let mut best = 0u64;
     let mut best_cpu = 0.0;
+    let mut best_busy = 0.0;
     let mut base_best = 0u64;
     let (mut engine_ok, mut base_ok) = (true, true);
     // Every step is a new set of logins: a session name carries its
@@ -500,7 +512,9 @@ pub fn run(a: &Args) -> Result<Value> {
     // engine re-reads the key store when it changes).
     let mut step_keys = keys;
     for rate in [50_000u64, 100_000, 150_000, 200_000, 300_000, 400_000, 500_000, 600_000, 800_000, 1_000_000, 1_500_000, 2_000_000] {
-        let passes = |r: &Result<loadgen::LoadResult>, who: &str, cpu: Option<u64>| match r {
+        // `cpu`: the engine process's CPU and the engine shard's busy time
+        // per order over the step.
+        let passes = |r: &Result<loadgen::LoadResult>, who: &str, cpu: Option<(u64, f64)>| match r {
             Ok(r) => {
                 let p99 = r.rtt.value_at_quantile(0.99) as f64 / 1e3;
                 println!(
@@ -508,7 +522,11 @@ pub fn run(a: &Args) -> Result<Value> {
                     r.accepted as f64 / r.seconds,
                     r.rtt.value_at_quantile(0.5) as f64 / 1e3,
                     p99,
-                    cpu.map(|c| format!(", engine CPU {:.0} ns/order", c as f64 / r.sent.max(1) as f64)).unwrap_or_default()
+                    cpu.map(|(c, busy)| format!(
+                        ", engine CPU {:.0} ns/order (engine shard busy {busy:.0})",
+                        c as f64 / r.sent.max(1) as f64
+                    ))
+                    .unwrap_or_default()
                 );
                 r.missing == 0 && r.throttled == 0 && r.rejected == 0 && p99 < 1000.0
             }
@@ -518,13 +536,17 @@ pub fn run(a: &Args) -> Result<Value> {
             }
         };
         if engine_ok {
+            stats.engine_stats(true)?;
             let cpu0 = engine.cpu_ns();
             let r = loadgen::run(&spec(engine.addr, step_keys.clone(), 0, rate as f64, sustain_secs, Mix::Ioc));
             let cpu = engine.cpu_ns() - cpu0;
-            engine_ok = passes(&r, "engine", Some(cpu));
+            let st = stats.engine_stats(true)?;
+            let busy = st.busy_ns as f64 / st.count.max(1) as f64;
+            engine_ok = passes(&r, "engine", Some((cpu, busy)));
             if engine_ok {
                 best = rate;
                 best_cpu = cpu as f64 / r.as_ref().map(|r| r.sent).unwrap_or(1) as f64;
+                best_busy = busy;
                 step_keys = (0..step_keys.len())
                     .map(|i| {
                         let path = otedama_net::keys::path_in(dir.path());
@@ -550,6 +572,7 @@ pub fn run(a: &Args) -> Result<Value> {
         }
     }
     echo_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(stats);
     engine.stop()?;
     let recovery = recovery_parts(a, runs, lat_secs, io_poll, engine_poll)?;
     let stalls = stall.stop();
@@ -570,12 +593,19 @@ pub fn run(a: &Args) -> Result<Value> {
     let (u99, _) = m("uring_p99");
     let (tcpu, _) = m("tokio_cpu");
     let (ucpu, _) = m("uring_cpu");
+    let (busy, busy_s) = m("engine_busy");
+    let (svc50, _) = m("engine_service_p50");
     println!(
         "  runtimes (the same echo, same core, same load; medians): std threads p50 {b50:.1} / p99 {b99:.1} µs, tokio {t50:.1} / {t99:.1} µs, glommio {g50:.1} / {g99:.1} µs, raw io_uring {u50:.1} / {u99:.1} µs; the io_uring gateway with the engine {p50:.1} / {p99:.1} µs"
     );
     println!(
         "  server CPU per order at {} orders/s (medians): the gateway with the engine {cpu_med:.0} ns, std-threads echo {base_cpu_med:.0} ns, tokio echo {tcpu:.0} ns, raw io_uring echo {ucpu:.0} ns",
         a.rate
+    );
+    println!(
+        "  engine shard busy time per order at {} orders/s (median [spread]): {busy:.0} [{busy_s:.0}] ns, service p50 {svc50:.0} ns: {:.2} M orders/s per engine core",
+        a.rate,
+        1e3 / busy
     );
     println!(
         "  medians: engine p50 {p50:.1} µs, p99 {p99:.1} µs, p99.99 {p9999:.1} µs | echo p50 {b50:.1} µs, p99 {b99:.1} µs | ratio p50 {:.2}×, p99 {:.2}×",
@@ -616,6 +646,11 @@ pub fn run(a: &Args) -> Result<Value> {
     out.insert("runtime_echo_tokio_cpu_ns_per_order".into(), json!(tcpu));
     out.insert("runtime_echo_io_uring_cpu_ns_per_order".into(), json!(ucpu));
     out.insert("server_cpu_ns_per_order_at_max".into(), json!(best_cpu));
+    out.insert("engine_shard_ns_per_order".into(), json!(busy));
+    out.insert("engine_shard_ns_per_order_spread".into(), json!(busy_s));
+    out.insert("engine_service_p50_ns".into(), json!(svc50));
+    out.insert("engine_orders_per_sec_per_core".into(), json!(1e9 / busy));
+    out.insert("engine_shard_ns_per_order_at_max".into(), json!(best_busy));
     out.insert("stall_p99_us".into(), json!(stalls.p99_us));
     out.insert("stall_max_us".into(), json!(stalls.max_us));
     out.insert("cores_layout".into(), json!(layout));

@@ -265,7 +265,7 @@ messages! { outbound_len:
     /// `commands`: every command since the engine started. Unsequenced.
     0x8108 EngineStats / EngineStatsView {
         seq: u64, ts: u64, client_seq: u64, commands: u64, count: u64, since_ns: u64,
-        p50_ns: u64, p90_ns: u64, p99_ns: u64, p999_ns: u64, max_ns: u64,
+        p50_ns: u64, p90_ns: u64, p99_ns: u64, p999_ns: u64, max_ns: u64, busy_ns: u64,
     }
 }
 

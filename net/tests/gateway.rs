@@ -159,6 +159,9 @@ fn every_message_type_end_to_end() {
     let st = a.engine_stats(true).unwrap();
     assert!(st.seq == 0 && st.count >= 10 && st.commands >= st.count, "{st:?}");
     assert!(0 < st.p50_ns && st.p50_ns <= st.p99_ns && st.p99_ns <= st.max_ns, "{st:?}");
+    // The shard's busy time covers at least the commands' service times and
+    // at most the window's wall time.
+    assert!(st.busy_ns >= st.p50_ns && st.busy_ns <= st.ts - st.since_ns, "{st:?}");
     let again = a.engine_stats(false).unwrap();
     assert!(again.count == 0 && again.since_ns > st.since_ns && again.commands == st.commands, "{again:?}");
     let cs = maker.take_client_seq();

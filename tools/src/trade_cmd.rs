@@ -224,7 +224,7 @@ pub fn run(a: TradeArgs) -> Result<i32> {
             println!(
                 "{}",
                 serde_json::json!({"commands": m.commands, "count": m.count, "since_ns": m.since_ns, "p50_ns": m.p50_ns,
-                    "p90_ns": m.p90_ns, "p99_ns": m.p99_ns, "p999_ns": m.p999_ns, "max_ns": m.max_ns})
+                    "p90_ns": m.p90_ns, "p99_ns": m.p99_ns, "p999_ns": m.p999_ns, "max_ns": m.max_ns, "busy_ns": m.busy_ns})
             );
             return Ok(0);
         }

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use otedama_engine::{AccountId, Command, CommandKind, Event};
@@ -74,6 +74,11 @@ pub(crate) struct EngineShard {
     /// epoch); read over the admin protocol (EngineStats).
     service: hdrhistogram::Histogram<u64>,
     service_since: u64,
+    /// Time spent in passes over the rings that found work, ns, since
+    /// `service_since`: what this shard's core spends on the engine's work
+    /// (ring pops, journal append, apply, routing), without the idle polls
+    /// and, when co-located, without the I/O shard's half of the loop.
+    busy_ns: u64,
 }
 
 struct Router {
@@ -153,6 +158,7 @@ impl EngineShard {
             stats: EngineStats::default(),
             service: hdrhistogram::Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("histogram bounds"),
             service_since: now_ns(),
+            busy_ns: 0,
         };
         let open: Vec<u32> = (0..s.book.len() as u32).filter(|&i| s.book.name(i).open).collect();
         for i in open {
@@ -258,6 +264,10 @@ impl EngineShard {
 
     /// One pass over every inbound ring. Returns whether it did anything.
     fn poll_once(&mut self) -> Result<bool, String> {
+        if self.registrations.is_empty() && self.inbound_empty() {
+            return Ok(false);
+        }
+        let t0 = Instant::now();
         let mut did = false;
         if !self.registrations.is_empty() {
             while let Ok(b) = self.registrations.try_recv() {
@@ -275,6 +285,9 @@ impl EngineShard {
                 did = true;
                 self.handle(msg).map_err(|e| format!("journal append: {e}"))?;
             }
+        }
+        if did {
+            self.busy_ns += t0.elapsed().as_nanos() as u64;
         }
         Ok(did)
     }
@@ -318,11 +331,13 @@ impl EngineShard {
                     p99_ns: q(0.99),
                     p999_ns: q(0.999),
                     max_ns: h.max(),
+                    busy_ns: self.busy_ns,
                 };
                 self.out.push(conn, Ctl::Msg, |b| m.encode(b));
                 if reset {
                     self.service.reset();
                     self.service_since = now_ns();
+                    self.busy_ns = 0;
                 }
             }
         }

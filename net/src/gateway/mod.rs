@@ -163,8 +163,9 @@ pub(crate) enum ToEngine {
     Stats { conn: ConnRef, client_seq: u64, reset: bool },
 }
 
-/// Largest outbound frame the engine sends (Executed).
-pub(crate) const OUT_MAX: usize = 96;
+/// Largest outbound frame the engine sends (EngineStats, 100 bytes;
+/// Executed is 96).
+pub(crate) const OUT_MAX: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ctl {

@@ -580,7 +580,7 @@ async fn status(State(s): State<AppState>) -> Json<Value> {
         let e = e.lock().expect("lock").clone();
         let stats = e.stats.map(|m| {
             json!({"commands": m.commands, "count": m.count, "since_ns": m.since_ns, "p50_ns": m.p50_ns, "p90_ns": m.p90_ns,
-                   "p99_ns": m.p99_ns, "p999_ns": m.p999_ns, "max_ns": m.max_ns})
+                   "p99_ns": m.p99_ns, "p999_ns": m.p999_ns, "max_ns": m.max_ns, "busy_ns": m.busy_ns})
         });
         json!({"connected": e.connected, "error": e.error, "logins": e.logins, "service_time": stats})
     });

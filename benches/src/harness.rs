@@ -27,6 +27,30 @@ pub fn pin(core: usize) -> bool {
     core_affinity::set_for_current(core_affinity::CoreId { id: core })
 }
 
+/// Sets the calling thread's timer slack to 1 ns until the guard drops.
+/// A thread's sleeps may end up to its slack late (50 µs by default), so a
+/// load generator sleeping until its next order is due would send late by
+/// that much, and every round trip measured from the planned send time
+/// would carry it. Restored on drop, so processes spawned later from this
+/// thread (the engine under test) inherit the default, not this.
+pub fn precise_timers() -> PreciseTimers {
+    // SAFETY: prctl with integer arguments only.
+    let old = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK) };
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+    PreciseTimers(old.max(1) as libc::c_ulong)
+}
+
+/// See [`precise_timers`].
+pub struct PreciseTimers(libc::c_ulong);
+
+impl Drop for PreciseTimers {
+    fn drop(&mut self) {
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, self.0) };
+    }
+}
+
 /// CPU time (user + system) of the calling thread, in ns.
 pub fn thread_cpu_ns() -> u64 {
     rusage_ns(libc::RUSAGE_THREAD)

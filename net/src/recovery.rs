@@ -156,7 +156,8 @@ pub struct SnapshotterConfig {
     /// Write a snapshot this often when the journal has grown (zero: only
     /// when asked).
     pub interval: Duration,
-    /// Core to pin the thread to; it also lowers its own priority (nice 10).
+    /// Core to pin the thread to; it also puts itself in the idle
+    /// scheduling class.
     pub core: Option<usize>,
 }
 
@@ -180,7 +181,7 @@ impl Snapshotter {
         let handle = std::thread::Builder::new()
             .name("snapshotter".into())
             .spawn(move || {
-                crate::gateway::pin_and_nice(cfg.core, "snapshotter");
+                crate::gateway::pin_background(cfg.core, "snapshotter");
                 match load_replica(&storage, &snapshots, limits) {
                     Ok((replica, last_seq)) => follow(cfg, storage, snapshots, replica, last_seq, s, r, w),
                     Err(e) => tracing::error!(error = %e, "snapshotter cannot build its replica; no snapshots will be written"),

@@ -38,6 +38,12 @@ pub trait Storage: Send + Sync {
     /// synced, and mapped read-write. A full disk fails here, never later
     /// on a write through the mapping.
     fn create(&self, name: &str, len: usize) -> io::Result<Arc<dyn Region>>;
+    /// [`Storage::create`], calling `pause` between the pieces of long work
+    /// (a background caller sleeps there, leaving the core to others).
+    fn create_with(&self, name: &str, len: usize, pause: &mut dyn FnMut()) -> io::Result<Arc<dyn Region>> {
+        let _ = pause;
+        self.create(name, len)
+    }
     /// Maps an existing file.
     fn open(&self, name: &str, writable: bool) -> io::Result<Arc<dyn Region>>;
     /// Opens or creates a small file that is only shared memory between
@@ -144,6 +150,10 @@ impl Storage for FileStorage {
     }
 
     fn create(&self, name: &str, len: usize) -> io::Result<Arc<dyn Region>> {
+        self.create_with(name, len, &mut || {})
+    }
+
+    fn create_with(&self, name: &str, len: usize, pause: &mut dyn FnMut()) -> io::Result<Arc<dyn Region>> {
         let path = self.path(name);
         let mut file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(&path)?;
         let result = (|| {
@@ -157,6 +167,9 @@ impl Storage for FileStorage {
                     let n = left.min(zeros.len());
                     file.write_all(&zeros[..n])?;
                     left -= n;
+                    if left > 0 {
+                        pause();
+                    }
                 }
             }
             file.sync_all()?;
@@ -467,5 +480,26 @@ impl SplitMix {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filled_file_pauses_between_mibs_and_holds_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        for prefault in [true, false] {
+            let st = FileStorage::new(dir.path()).unwrap().with_prefault(prefault);
+            let mut pauses = 0;
+            let name = format!("f-{prefault}");
+            let r = st.create_with(&name, 3 << 20, &mut || pauses += 1).unwrap();
+            assert_eq!(pauses, if prefault { 2 } else { 0 });
+            assert_eq!(r.len(), 3 << 20);
+            // SAFETY: the whole mapping, read only.
+            let bytes = unsafe { std::slice::from_raw_parts(r.ptr(), r.len()) };
+            assert!(bytes.iter().all(|&b| b == 0));
+        }
     }
 }

@@ -178,12 +178,13 @@ impl Stage {
     }
 
     /// A stage faulted in a huge page at a time, calling `pause` between
-    /// them. Faulting in 64 MiB holds a core for about 4 ms, and the
-    /// scheduler does not take it back for a woken shard on that core until
-    /// the preparer's slice ends (measured: the engine shard runnable and
-    /// waiting 3.8 ms). A pause that sleeps (a yield does not give the core
-    /// up to a task the scheduler does not deem eligible) bounds each hold
-    /// to one huge page.
+    /// them. Faulted in at one go, a fresh stage held a core for 3.8 ms at
+    /// a stretch while the engine shard on that core was runnable and
+    /// waiting (a scheduler trace): the scheduler let the preparer run out
+    /// its slice. A pause that sleeps (a yield does not give the core up to
+    /// a task the scheduler does not deem eligible) bounds each hold to one
+    /// huge page: the kernel zeroing 2 MiB, about 1 ms on the reference
+    /// machine.
     fn new_paced(len: usize, pause: &mut dyn FnMut()) -> std::io::Result<Stage> {
         let mut stage = Stage::new_from(len, 0, 0)?;
         let mut at = 0;
@@ -1314,9 +1315,10 @@ fn take_stage(s: &Shared, pause: &mut dyn FnMut()) -> std::io::Result<Stage> {
 fn prepare_one(s: &Shared) -> std::io::Result<Arc<Segment>> {
     // Preparation is background work: between huge pages of the stage and
     // MiBs of the file's fill it leaves the core to others for a moment,
-    // unless the writer is waiting for it at a roll. A 64 MiB segment is
-    // ready in about 10-30 ms this way; at 100 MB/s of records the writer
-    // needs one every 0.6 s.
+    // unless the writer is waiting for it at a roll. The pauses add 6 ms
+    // to a fresh 64 MiB stage and 13 ms to a zero-filled file (32 and 63
+    // sleeps of 200 µs); at 100 MB/s of records the writer needs a new
+    // segment every 0.67 s.
     let mut pause = || {
         if !s.writer_waiting.load(Ordering::Acquire) {
             std::thread::sleep(PACE_PAUSE);
